@@ -1,0 +1,43 @@
+"""Data core: the dataset registry, class groups, samplers and grain pipelines.
+
+``build_dataset(config.data)`` returns a ``Dataset`` (named splits + metadata: class names, n_c, N,
+head/medium/tail groups).  Built-in datasets register themselves on import below.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from ltjax.data.base import DATASETS, ArraySplit, Dataset, DatasetMeta, make_meta
+from ltjax.data.groups import ClassGroups, class_groups
+from ltjax.data import synthetic, yeast  # noqa: F401  (registration)
+
+# name -> function returning the dataset's own config fields (merged into config.data)
+_DEFAULTS = {"yeast": yeast.default_config, "synthetic_lt": synthetic.default_config}
+
+
+def dataset_defaults(name: str) -> ml_collections.ConfigDict:
+    DATASETS.get(name)  # raises, listing the registered datasets, for an unknown name
+    return _DEFAULTS[name]() if name in _DEFAULTS else ml_collections.ConfigDict()
+
+
+def register_defaults(name: str, fn) -> None:
+    """Declare the config fields of a dataset registered outside this package."""
+    _DEFAULTS[name] = fn
+
+
+def build_dataset(data_cfg) -> Dataset:
+    return DATASETS.get(data_cfg.name)(data_cfg)
+
+
+__all__ = [
+    "DATASETS",
+    "ArraySplit",
+    "ClassGroups",
+    "Dataset",
+    "DatasetMeta",
+    "build_dataset",
+    "class_groups",
+    "dataset_defaults",
+    "make_meta",
+    "register_defaults",
+]

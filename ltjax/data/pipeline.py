@@ -1,0 +1,117 @@
+"""grain input pipelines: the training stream, evaluation batches, and global sharded arrays.
+
+The training stream is random access end to end: global position ``i`` -> sampler -> example.
+Global batch ``k`` holds positions ``[k * B, (k + 1) * B)``; process ``p`` of ``P`` loads only its
+slice ``[k * B + p * B / P, k * B + (p + 1) * B / P)`` and ``jax.make_array_from_process_local_data``
+assembles the global batch, so one process and many processes see identical global batches.
+The grain iterator's state (``get_state``/``set_state``) is saved in every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Iterator
+
+import grain
+import jax
+import numpy as np
+
+from ltjax.data.base import Split
+
+
+def _stack(examples):
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class _LocalPosition:
+    """Process-local stream position -> global stream position."""
+
+    global_batch: int
+    local_batch: int
+    process_index: int
+
+    def __call__(self, j: int) -> int:
+        k, r = divmod(int(j), self.local_batch)
+        return k * self.global_batch + self.process_index * self.local_batch + r
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadExample:
+    split: Any
+    sampler: Callable[[int], int]
+    transform: Callable[[dict], dict] | None
+
+    def __call__(self, position: int) -> dict:
+        example = self.split[self.sampler(position)]
+        return self.transform(example) if self.transform is not None else example
+
+
+def process_batch_size(global_batch: int, process_count: int | None = None) -> int:
+    process_count = jax.process_count() if process_count is None else process_count
+    if global_batch % process_count:
+        raise ValueError(
+            f"data.batch_size={global_batch} is not divisible by the number of processes ({process_count}); "
+            "choose a global batch size that is a multiple of it"
+        )
+    return global_batch // process_count
+
+
+def train_dataset(
+    split: Split,
+    sampler: Callable[[int], int],
+    global_batch: int,
+    num_steps: int,
+    *,
+    transform: Callable[[dict], dict] | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_workers: int = 0,
+) -> grain.IterDataset:
+    """The training stream of this process: ``num_steps`` process-local batches (dicts of arrays)."""
+    process_index = jax.process_index() if process_index is None else process_index
+    local = process_batch_size(global_batch, process_count)
+    ds = (
+        grain.MapDataset.range(num_steps * local)
+        .map(_LocalPosition(global_batch, local, process_index))
+        .map(_ReadExample(split, sampler, transform))
+        .batch(local, drop_remainder=True, batch_fn=_stack)
+    )
+    it_ds = ds.to_iter_dataset()
+    if num_workers > 0:
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return it_ds
+
+
+def eval_batches(
+    split: Split,
+    global_batch: int,
+    *,
+    transform: Callable[[dict], dict] | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict]:
+    """The evaluation split in order, in process-local batches padded to a fixed size.
+
+    Each batch carries ``valid`` (1 for a real example, 0 for padding); every process yields the
+    same number of batches, so collective evaluation steps line up across processes.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    local = process_batch_size(global_batch, process_count)
+    n = len(split)
+    num_batches = max(1, math.ceil(n / global_batch))
+    for k in range(num_batches):
+        lo = k * global_batch + process_index * local
+        idx = np.arange(lo, lo + local)
+        valid = idx < n
+        examples = [split[int(i)] if ok else split[0] for i, ok in zip(idx, valid)]
+        if transform is not None:
+            examples = [transform(e) for e in examples]
+        batch = _stack(examples)
+        batch["valid"] = valid.astype(np.float32)
+        yield batch
+
+
+def to_global(batch: dict, sharding: jax.sharding.Sharding) -> dict:
+    """Assemble process-local numpy batches into global jax.Arrays sharded along the batch axis."""
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

@@ -1,0 +1,99 @@
+"""The base experiment config every ``configs/NAME.py`` starts from (all fields, with defaults).
+
+Dataset-, model- and method-specific fields live in ``config.data``, ``config.model`` and
+``config.method``; a config file adds the fields of the parts it selects.  Every field that exists
+here can be overridden on the command line; a field that does not exist is an error.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # model init, dropout/noise keys and data order all derive from this
+
+    # ---- data -------------------------------------------------------------------------------
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "yeast"  # a name in ltjax.data.DATASETS
+    c.data.groups = ml_collections.ConfigDict()
+    c.data.groups.mode = "threshold"  # "threshold" (DB protocol) | "quantile"
+    c.data.groups.head_min = 100.0  # head: n_c >= head_min
+    c.data.groups.tail_max = 20.0  # tail: n_c < tail_max
+    c.data.groups.quantiles = (1 / 3, 2 / 3)  # quantile mode: tail / head cut points
+    c.data.sampler = "uniform"  # "uniform" (shuffled epochs) | "class_aware" (REFERENCE section 2)
+    c.data.class_aware_draws = 3  # images taken per class draw
+    c.data.class_aware_epoch_divisor = 4  # epoch length = max(n_c) * C / divisor
+    c.data.batch_size = 32  # global batch size (all processes together)
+    c.data.eval_batch_size = 256
+    c.data.num_workers = 0  # grain worker processes (0 = in the main process)
+
+    # ---- model / method ---------------------------------------------------------------------
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mlp"  # a name in ltjax.models.MODELS
+    c.method = ml_collections.ConfigDict()
+    c.method.name = "bce"  # a name in ltjax.methods.METHODS
+
+    # ---- optimisation -----------------------------------------------------------------------
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"  # "sgd" | "adamw"
+    c.optimizer.lr = 0.02
+    c.optimizer.momentum = 0.9  # sgd
+    c.optimizer.nesterov = False  # sgd
+    c.optimizer.b1 = 0.9  # adamw
+    c.optimizer.b2 = 0.999  # adamw
+    c.optimizer.eps = 1e-8  # adamw
+    c.optimizer.weight_decay = 1e-4  # sgd: L2 added to the gradient (torch style); adamw: decoupled
+    c.optimizer.grad_clip_norm = 35.0  # clip by global norm; 0 disables
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "step"  # "step" | "cosine" | "constant"
+    c.schedule.warmup_steps = 500  # linear warm-up from lr * warmup_init_factor
+    c.schedule.warmup_init_factor = 1 / 3
+    c.schedule.decay_epochs = (5, 7)  # step: multiply by decay_factor at these epochs
+    c.schedule.decay_factor = 0.1
+    c.schedule.final_lr_factor = 0.0  # cosine: lr at the end, as a fraction of lr
+
+    # ---- training loop ----------------------------------------------------------------------
+    c.train = ml_collections.ConfigDict()
+    c.train.num_epochs = 8
+    c.train.steps_per_epoch = 0  # 0: derived from the sampler's epoch length and the batch size
+    c.train.compute_dtype = "float32"  # "float32" | "bfloat16" (parameters stay float32)
+    c.train.log_every = 50  # steps between log lines / metric records
+    c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end of every epoch)
+    c.train.keep_checkpoints = 3
+    c.train.eval_every_epochs = 0  # 0: evaluate only at the end
+    c.train.progress_bar = "auto"  # "auto" (on a terminal) | "on" | "off"
+
+    # ---- devices ----------------------------------------------------------------------------
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # size of the data-parallel axis; -1: all devices / model
+    c.mesh.model = 1  # size of the parameter-sharding axis
+    c.mesh.shard_params = False  # shard large parameters over the "model" axis
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.enabled = "auto"  # "auto" (launcher environment), "on", "off"
+    c.distributed.coordinator_address = ""  # host:port of process 0
+    c.distributed.num_processes = 0  # 0: from the environment
+    c.distributed.process_id = -1  # -1: from the environment
+
+    # ---- evaluation -------------------------------------------------------------------------
+    c.eval = ml_collections.ConfigDict()
+    c.eval.split = "test"
+    c.eval.threshold = 0.5  # for micro/macro F1
+    c.eval.top_k = (1, 3, 5)  # for P@k and nDCG@k
+    return c
+
+
+def experiment_config(dataset: str, model: str, method: str) -> ml_collections.ConfigDict:
+    """The base config with the fields of one dataset, model and method filled in with their defaults."""
+    from ltjax.data import dataset_defaults
+    from ltjax.methods import method_defaults
+    from ltjax.models import model_defaults
+
+    c = base_config()
+    c.data.update(dataset_defaults(dataset))
+    c.data.name = dataset
+    c.model = model_defaults(model)
+    c.method = method_defaults(method)
+    return c

@@ -1,0 +1,47 @@
+"""Command line: ``python -m ltjax.evaluate --workdir DIR [--step N] [--config.eval.X=V ...]``.
+
+Restores a trained run (its saved ``config.json`` and a checkpoint, the latest by default), scores
+``config.eval.split`` and writes ``eval.json`` and ``ap_vs_frequency.png`` next to the run, printing
+the head/medium/tail mAP table.
+"""
+from __future__ import annotations
+
+import sys
+
+from ltjax.config import load_saved_config, parse_cli, resolve_config, run_cli
+
+DESCRIPTION = "Evaluate a trained ltjax run: mAP overall and per head/medium/tail group, AUC, F1, P@k, nDCG@k."
+
+
+def main(argv=None) -> int:
+    args = parse_cli(
+        argv,
+        prog="python -m ltjax.evaluate",
+        description=DESCRIPTION,
+        require_config=False,
+        accept_config=False,
+        extra_flags={"step": "checkpoint step to evaluate (default: the latest)"},
+    )
+    config = resolve_config(args, base=load_saved_config(args.workdir))
+
+    from ltjax.train import validate_config
+
+    validate_config(config)
+    from ltjax.training import devices
+
+    devices.initialize_distributed(config.distributed)
+    from ltjax.assets import AssetUnavailableError
+    from ltjax.training.loop import Experiment, evaluate_and_report
+
+    try:
+        exp = Experiment(config)
+        state, step = exp.restore(args.workdir, int(args.extra["step"]) if "step" in args.extra else None)
+        evaluate_and_report(exp, state.params, state.batch_stats, args.workdir, step)
+    except (AssetUnavailableError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

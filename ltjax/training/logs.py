@@ -1,0 +1,98 @@
+"""Run logs: ``metrics.jsonl`` and TensorBoard event files in the workdir, a progress bar or lines.
+
+On resume from step s the records after s are dropped from ``metrics.jsonl`` and TensorBoard is told
+to purge events after s, so a resumed run's logs equal an uninterrupted run's.  Only process 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+
+
+def _truncate_jsonl(path: str, max_step: int) -> None:
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if rec.get("step", 0) <= max_step:
+                keep.append(line)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(k + "\n" for k in keep))
+    os.replace(tmp, path)
+
+
+def _clean(value):
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
+class RunLog:
+    def __init__(self, workdir: str, resume_step: int, total_steps: int, progress: str = "auto"):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.total_steps = total_steps
+        self._tb = None
+        self._bar = None
+        if not self.enabled:
+            return
+        _truncate_jsonl(self.path, resume_step)
+        self._file = open(self.path, "a")
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        use_bar = progress == "on" or (progress == "auto" and sys.stderr.isatty())
+        if use_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=resume_step, desc="train", dynamic_ncols=True)
+        self._t0 = time.time()
+
+    def write(self, step: int, kind: str, values: dict, *, echo: bool = True) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": int(step), "kind": kind, **{k: _clean(v) for k, v in values.items()}}
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
+        self._tb.flush()
+        if echo:
+            text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            self.message(f"[{kind}] step {step}/{self.total_steps} {text}")
+
+    def advance(self, n: int = 1, **postfix) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        self._tb.close()
+        self._file.close()

@@ -1,0 +1,270 @@
+"""The training loop: dataset -> model -> sharded jitted steps -> checkpoints -> evaluation.
+
+``train_and_evaluate(config, workdir)`` resumes automatically from the latest checkpoint in
+``workdir``.  Everything a step depends on (parameters, optimizer state, step, PRNG key, the grain
+iterator position, the pending log window) is in the checkpoint, so a run killed at any moment and
+started again with the same command ends with the same parameters and metrics as one that was not.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltjax import losses
+from ltjax.data import build_dataset
+from ltjax.data.pipeline import eval_batches, to_global, train_dataset
+from ltjax.data.sampling import make_sampler
+from ltjax.methods import METHODS
+from ltjax.training import devices
+from ltjax.training.checkpoint import Checkpointer, abstract_like
+from ltjax.training.logs import RunLog
+from ltjax.training.optim import learning_rate_schedule, make_optimizer
+from ltjax.training.step import init_state, make_eval_step, make_train_step
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def compute_dtype(config):
+    try:
+        return _DTYPES[config.train.compute_dtype]
+    except KeyError:
+        raise ValueError(
+            f"train.compute_dtype must be one of {sorted(_DTYPES)}, got {config.train.compute_dtype!r}"
+        ) from None
+
+
+class Experiment:
+    """Everything built from a config that training and evaluation share."""
+
+    def __init__(self, config, dataset=None):
+        self.config = config
+        self.dataset = dataset if dataset is not None else build_dataset(config.data)
+        self.meta = self.dataset.meta
+        self.method = METHODS.get(config.method.name)
+        self.dtype = compute_dtype(config)
+        self.mesh = devices.make_mesh(config.mesh)
+        self.model = self.method.build_model(config, self.meta, self.dtype)
+        self.stats = losses.ClassStats.from_meta(self.meta)
+        train = self.dataset.split("train")
+        self.sampler = make_sampler(config.data, train.labels, seed=config.seed)
+        batch = int(config.data.batch_size)
+        if batch % self.mesh.shape["data"]:
+            raise ValueError(
+                f"data.batch_size={batch} must be divisible by the data-parallel mesh axis "
+                f"({self.mesh.shape['data']} devices)"
+            )
+        self.steps_per_epoch = int(config.train.steps_per_epoch) or math.ceil(self.sampler.epoch_length / batch)
+        self.total_steps = int(config.train.num_epochs) * self.steps_per_epoch
+        self.schedule = learning_rate_schedule(config.optimizer, config.schedule, self.steps_per_epoch, self.total_steps)
+        example = np.zeros((1, *self.meta.input_shape), np.float32)
+        rng = jax.random.key(int(config.seed))
+        self.init_rng, self.train_rng = jax.random.split(rng)
+
+        def abstract_params():
+            return self.model.init({"params": self.init_rng, "dropout": self.init_rng}, example, train=False)["params"]
+
+        mask = self.method.trainable_mask(config, jax.eval_shape(abstract_params))
+        self.tx = make_optimizer(config.optimizer, self.schedule, mask)
+        init = lambda key: init_state(self.model, self.tx, key, example)  # noqa: E731
+        shapes = jax.eval_shape(init, self.init_rng)
+        self.state_shardings = devices.state_shardings(shapes, self.mesh, bool(config.mesh.shard_params))
+        self.abstract_state = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, self.state_shardings
+        )
+        self._init = jax.jit(init, out_shardings=self.state_shardings)
+        self.batch_sharding = devices.batch_sharding(self.mesh)
+        self.replicated = devices.replicated(self.mesh)
+        step = make_train_step(self.model, self.method, config.method, self.stats, self.tx, self.dtype)
+        self.train_step = jax.jit(
+            step,
+            in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
+            out_shardings=(self.state_shardings, self.replicated),
+            donate_argnums=0,
+        )
+        self.eval_step = jax.jit(
+            make_eval_step(self.model, self.method, self.dtype),
+            out_shardings=self.batch_sharding,
+        )
+
+    def initial_state(self):
+        return self._init(self.init_rng)
+
+    def checkpoint_target(self):
+        """The abstract pytree a checkpoint restores into (train state and PRNG key data)."""
+        return {"train": self.abstract_state, "rng": abstract_like(jax.random.key_data(self.train_rng))}
+
+    def restore(self, workdir: str, step: int | None = None):
+        """(train state, step) from a workdir's checkpoint (the latest when step is None)."""
+        ckpt = Checkpointer(workdir, 1, async_save=False)
+        try:
+            step = ckpt.latest_step() if step is None else int(step)
+            if step is None:
+                raise FileNotFoundError(
+                    f"no checkpoint in {ckpt.directory}; train first: python -m ltjax.train --config ... "
+                    f"--workdir {workdir}"
+                )
+            restored, _ = ckpt.restore(step, self.checkpoint_target())
+        finally:
+            ckpt.close()
+        return restored["train"], step
+
+    def train_iterator(self):
+        train = self.dataset.split("train")
+        ds = train_dataset(
+            train,
+            self.sampler,
+            int(self.config.data.batch_size),
+            self.total_steps,
+            num_workers=int(self.config.data.num_workers),
+        )
+        return iter(ds)
+
+    def predict(self, params, batch_stats, split_name: str):
+        """Scores and labels for a whole split, gathered on every process (numpy)."""
+        from jax.experimental import multihost_utils
+
+        split = self.dataset.split(split_name)
+        scores, valid = [], []
+        for batch in eval_batches(split, int(self.config.data.eval_batch_size)):
+            g = to_global({"inputs": batch["inputs"], "valid": batch["valid"]}, self.batch_sharding)
+            s = self.eval_step(params, batch_stats, g["inputs"])
+            if jax.process_count() > 1:
+                s, v = multihost_utils.process_allgather((s, g["valid"]), tiled=True)
+            else:
+                s, v = jax.device_get((s, g["valid"]))
+            scores.append(np.asarray(s))
+            valid.append(np.asarray(v))
+        scores = np.concatenate(scores)[np.concatenate(valid) > 0]
+        return scores, np.asarray(split.labels)
+
+
+def evaluate_and_report(exp: Experiment, params, batch_stats, workdir: str, step: int, log=None) -> dict:
+    """Evaluate on config.eval.split; write eval.json, the per-class AP plot and print the table."""
+    from ltjax import metrics, report
+
+    cfg = exp.config
+    scores, labels = exp.predict(params, batch_stats, cfg.eval.split)
+    result = metrics.evaluate(
+        scores,
+        labels,
+        exp.meta.groups,
+        exp.meta.class_counts,
+        exp.meta.class_names,
+        threshold=float(cfg.eval.threshold),
+        top_k=tuple(int(k) for k in cfg.eval.top_k),
+    )
+    result.update({"step": int(step), "split": cfg.eval.split, "dataset": exp.meta.name, "method": cfg.method.name})
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        tmp = os.path.join(workdir, "eval.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, os.path.join(workdir, "eval.json"))
+        report.plot_ap_vs_frequency(result, os.path.join(workdir, "ap_vs_frequency.png"))
+        title = f"{cfg.method.name} on {exp.meta.name} ({cfg.eval.split} split, step {step})"
+        print(report.format_table(result, title=title), flush=True)
+        if log is not None:
+            scalars = {"mAP": result["mAP"]}
+            scalars.update({f"mAP_{g}": v for g, v in result["group_mAP"].items() if v is not None})
+            log.write(step, "eval", scalars, echo=False)
+    return result
+
+
+def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    exp = Experiment(config, dataset)
+    ckpt = Checkpointer(workdir, int(config.train.keep_checkpoints))
+    rng = exp.train_rng
+    iterator = exp.train_iterator()
+    loop = {"window": []}
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is None:
+        state = exp.initial_state()
+    else:
+        restored, loop = ckpt.restore(latest, exp.checkpoint_target())
+        state = restored["train"]
+        if not np.array_equal(np.asarray(restored["rng"]), np.asarray(jax.random.key_data(rng))):
+            raise RuntimeError(
+                f"the checkpoint in {ckpt.directory} was made with another seed; use a fresh --workdir "
+                "or the original config.seed"
+            )
+        iterator.set_state(loop["data"])
+        start = int(latest)
+    log = RunLog(workdir, start, exp.total_steps, config.train.progress_bar)
+    if start:
+        log.message(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
+    log_every = max(int(config.train.log_every), 1)
+    ckpt_every = max(int(config.train.checkpoint_every), 1)
+    spe = exp.steps_per_epoch
+    eval_every = int(config.train.eval_every_epochs)
+
+    def save(step):
+        loop_state = {"data": iterator.get_state(), "window": window, "epoch": step // spe}
+        ckpt.save(step, {"train": state, "rng": jax.random.key_data(rng)}, loop_state)
+
+    window = list(loop.get("window", []))
+    pending = None  # (step, metrics) of the step in flight: read one step late to keep dispatch async
+    t_window = time.time()
+
+    def check(step_metrics, step_number):
+        loss = float(step_metrics["loss"])
+        if not math.isfinite(loss):
+            ckpt.wait()
+            last = ckpt.latest_step()
+            where = f"step {last} in {ckpt.directory}" if last is not None else "none (no checkpoint was written)"
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss}) at step {step_number}; the run stopped. Last good checkpoint: {where}. "
+                "Lower optimizer.lr, enable optimizer.grad_clip_norm, or check the inputs for NaN/inf."
+            )
+        return loss, float(step_metrics["grad_norm"])
+
+    step = start
+    try:
+        while step < exp.total_steps:
+            batch = to_global(next(iterator), exp.batch_sharding)
+            state, step_metrics = exp.train_step(state, batch, rng)
+            step += 1
+            if pending is not None:
+                window.append(check(*pending)[0])
+            pending = (step_metrics, step)
+            boundary = step % log_every == 0 or step % ckpt_every == 0 or step % spe == 0 or step == exp.total_steps
+            if boundary:  # drain the in-flight step so the window and checkpoint agree
+                window.append(check(*pending)[0])
+                pending = None
+            log.advance(1, loss=window[-1] if window else float("nan"))
+            if step % log_every == 0 or step == exp.total_steps:
+                elapsed = time.time() - t_window
+                n = len(window)
+                log.write(
+                    step,
+                    "train",
+                    {
+                        "loss": float(np.mean(window)) if window else float("nan"),
+                        "lr": float(exp.schedule(step - 1)),
+                        "epoch": (step - 1) // spe + 1,
+                        "examples_per_s": n * int(config.data.batch_size) / max(elapsed, 1e-9),
+                    },
+                    echo=log._bar is None,
+                )
+                window, t_window = [], time.time()
+            if step % ckpt_every == 0 or step % spe == 0 or step == exp.total_steps:
+                save(step)
+            if eval_every and step % (eval_every * spe) == 0 and step < exp.total_steps:
+                evaluate_and_report(exp, state.params, state.batch_stats, workdir, step, log)
+        ckpt.wait()
+        result = evaluate_and_report(exp, state.params, state.batch_stats, workdir, step, log)
+    finally:
+        ckpt.close()
+        log.close()
+    return result

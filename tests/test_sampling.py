@@ -1,0 +1,113 @@
+"""Samplers: the class-aware re-sampler's epoch length, class frequencies and draws; uniform epochs."""
+import collections
+
+import numpy as np
+import pytest
+
+from ltjax.data.sampling import ClassAwareSampler, UniformSampler
+
+
+def test_class_aware_epoch_length_on_voc_lt(voc_lt_labels):
+    sampler = ClassAwareSampler(voc_lt_labels, seed=0)
+    assert voc_lt_labels.shape == (1142, 20)
+    assert sampler.epoch_length == 3875  # max n_c (775) * 20 / 4
+    assert len(sampler.epoch_order(0)) == 3875
+
+
+def test_class_aware_draws_balance_classes_and_follow_each_class_cycle(voc_lt_labels):
+    sampler = ClassAwareSampler(voc_lt_labels, seed=3, draws_per_class=3)
+    order = sampler.epoch_order(0)
+    draws = order[: (len(order) // 3) * 3].reshape(-1, 3)
+    num_classes = voc_lt_labels.shape[1]
+    # Recover the class of every draw: the one class that all three images share and that keeps the
+    # class cycle a permutation.  Check via the class cycle: each block of C draws covers every class.
+    counts = collections.Counter()
+    for block_start in range(0, len(draws) - num_classes + 1, num_classes):
+        block = draws[block_start : block_start + num_classes]
+        shared = [set(np.flatnonzero(voc_lt_labels[d].min(axis=0) > 0)) for d in block]
+        # a perfect matching of draws to distinct classes exists (each class exactly once per cycle)
+        assigned = _match(shared, num_classes)
+        assert assigned is not None, f"cycle starting at draw {block_start} does not cover every class"
+        counts.update(assigned)
+    per_class = np.array([counts[c] for c in range(num_classes)])
+    assert per_class.min() == per_class.max()  # perfectly balanced over whole cycles
+    # Images of the rarest class (cow, n_c = 4) are repeated evenly: each appears ~draws*3/4 times.
+    cow = 9
+    members = np.flatnonzero(voc_lt_labels[:, cow] > 0)
+    assert len(members) == 4
+
+
+def _match(candidate_sets, num_classes):
+    """Bipartite matching (draw -> class) by augmenting paths; None when impossible."""
+    owner = {}
+
+    def try_assign(i, seen):
+        for c in candidate_sets[i]:
+            if c in seen:
+                continue
+            seen.add(c)
+            if c not in owner or try_assign(owner[c], seen):
+                owner[c] = i
+                return True
+        return False
+
+    for i in range(len(candidate_sets)):
+        if not try_assign(i, set()):
+            return None
+    return list(owner.keys()) if len(owner) == num_classes else None
+
+
+def test_class_aware_class_frequencies_are_flat_not_long_tailed(voc_lt_labels):
+    sampler = ClassAwareSampler(voc_lt_labels, seed=0)
+    order = np.concatenate([sampler.epoch_order(e) for e in range(3)])
+    sampled_counts = voc_lt_labels[order].sum(axis=0)
+    natural_counts = voc_lt_labels.sum(axis=0)
+    # every class is drawn ~ len/(3*C) times as the drawn class, so even the rarest class (n_c = 4)
+    # appears at least that often; in natural sampling it would appear 4/1142 of the time.
+    min_expected = len(order) / 20 * 0.9
+    assert sampled_counts.min() >= min_expected
+    ratio_sampled = sampled_counts.max() / sampled_counts.min()
+    ratio_natural = natural_counts.max() / natural_counts.min()
+    assert ratio_sampled < ratio_natural / 5
+
+
+def test_per_class_cycle_visits_every_member_before_repeating():
+    # 3 classes, disjoint members: class 0 has 5 images, the draws of class 0 must be a shuffled
+    # cycle of its 5 images (each image once per 5 consecutive picks).
+    labels = np.zeros((5 + 2 + 1, 3), np.float32)
+    labels[0:5, 0] = 1
+    labels[5:7, 1] = 1
+    labels[7, 2] = 1
+    sampler = ClassAwareSampler(labels, seed=1, draws_per_class=3, epoch_divisor=1)  # L = 5 * 3 = 15
+    order = sampler.epoch_order(0)
+    picks0 = [i for i in order if i < 5]
+    for start in range(0, len(picks0) - 4, 5):
+        assert sorted(picks0[start : start + 5]) == [0, 1, 2, 3, 4]
+    draws = order.reshape(-1, 3)
+    for d in draws:  # all three images of one draw share their class
+        assert len({int(np.argmax(labels[i])) for i in d}) == 1
+
+
+def test_samplers_are_deterministic_and_random_access():
+    labels = (np.random.default_rng(0).random((50, 6)) < 0.3).astype(np.float32)
+    labels[0] = 1
+    for make in (lambda s: UniformSampler(50, s), lambda s: ClassAwareSampler(labels, s)):
+        a, b, c = make(7), make(7), make(8)
+        positions = [0, 1, 49, 50, 123, 7, 0]
+        assert [a(p) for p in positions] == [b(p) for p in reversed(positions)][::-1]
+        assert [a(p) for p in range(100)] != [c(p) for p in range(100)]
+
+
+def test_uniform_sampler_epochs_are_permutations_that_differ():
+    s = UniformSampler(10, seed=0)
+    e0 = [s(i) for i in range(10)]
+    e1 = [s(i) for i in range(10, 20)]
+    assert sorted(e0) == sorted(e1) == list(range(10))
+    assert e0 != e1
+
+
+def test_class_aware_sampler_rejects_bad_labels():
+    with pytest.raises(ValueError, match=r"\[N, C\]"):
+        ClassAwareSampler(np.ones(5), seed=0)
+    with pytest.raises(ValueError, match="no class"):
+        ClassAwareSampler(np.zeros((4, 3)), seed=0)
