@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     from ltjax.training import devices
 
     devices.initialize_distributed(config.distributed)
+    devices.enable_compilation_cache()
     from ltjax.assets import AssetUnavailableError
     from ltjax.training.loop import Experiment, evaluate_and_report
 

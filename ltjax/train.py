@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     from ltjax.training import devices
 
     devices.initialize_distributed(config.distributed)  # before any other jax call
+    devices.enable_compilation_cache()
     import jax
 
     from ltjax.assets import AssetUnavailableError

@@ -89,3 +89,14 @@ def state_shardings(abstract_state, mesh: Mesh, shard_params: bool, min_size: in
         return NamedSharding(mesh, P())
 
     return jax.tree.map(rule, abstract_state)
+
+
+def enable_compilation_cache() -> None:
+    """Persist compiled XLA programs under the ltjax cache (``$LTJAX_CACHE_DIR/xla`` or
+    ``~/.cache/ltjax/xla``) so a resumed or repeated run skips recompiling; ``LTJAX_XLA_CACHE=0``
+    turns it off and an explicit ``JAX_COMPILATION_CACHE_DIR`` takes precedence."""
+    if os.environ.get("LTJAX_XLA_CACHE", "1") == "0" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    root = os.environ.get("LTJAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ltjax")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(root, "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

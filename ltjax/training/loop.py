@@ -84,7 +84,9 @@ class Experiment:
         self._init = jax.jit(init, out_shardings=self.state_shardings)
         self.batch_sharding = devices.batch_sharding(self.mesh)
         self.replicated = devices.replicated(self.mesh)
-        step = make_train_step(self.model, self.method, config.method, self.stats, self.tx, self.dtype)
+        step = make_train_step(
+            self.model, self.method, config.method, self.stats, self.tx, self.dtype, self.schedule
+        )
         self.train_step = jax.jit(
             step,
             in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
@@ -185,6 +187,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
     exp = Experiment(config, dataset)
     ckpt = Checkpointer(workdir, int(config.train.keep_checkpoints))
     rng = exp.train_rng
+    rng_data = jax.random.key_data(rng)
     iterator = exp.train_iterator()
     loop = {"window": []}
     start = 0
@@ -194,7 +197,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
     else:
         restored, loop = ckpt.restore(latest, exp.checkpoint_target())
         state = restored["train"]
-        if not np.array_equal(np.asarray(restored["rng"]), np.asarray(jax.random.key_data(rng))):
+        if not np.array_equal(np.asarray(restored["rng"]), np.asarray(rng_data)):
             raise RuntimeError(
                 f"the checkpoint in {ckpt.directory} was made with another seed; use a fresh --workdir "
                 "or the original config.seed"
@@ -211,7 +214,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
 
     def save(step):
         loop_state = {"data": iterator.get_state(), "window": window, "epoch": step // spe}
-        ckpt.save(step, {"train": state, "rng": jax.random.key_data(rng)}, loop_state)
+        ckpt.save(step, {"train": state, "rng": rng_data}, loop_state)
 
     window = list(loop.get("window", []))
     pending = None  # (step, metrics) of the step in flight: read one step late to keep dispatch async
@@ -227,7 +230,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
                 f"non-finite loss ({loss}) at step {step_number}; the run stopped. Last good checkpoint: {where}. "
                 "Lower optimizer.lr, enable optimizer.grad_clip_norm, or check the inputs for NaN/inf."
             )
-        return loss, float(step_metrics["grad_norm"])
+        return loss, float(step_metrics["lr"])
 
     step = start
     try:
@@ -236,11 +239,13 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
             state, step_metrics = exp.train_step(state, batch, rng)
             step += 1
             if pending is not None:
-                window.append(check(*pending)[0])
+                loss, lr = check(*pending)
+                window.append(loss)
             pending = (step_metrics, step)
             boundary = step % log_every == 0 or step % ckpt_every == 0 or step % spe == 0 or step == exp.total_steps
             if boundary:  # drain the in-flight step so the window and checkpoint agree
-                window.append(check(*pending)[0])
+                loss, lr = check(*pending)
+                window.append(loss)
                 pending = None
             log.advance(1, loss=window[-1] if window else float("nan"))
             if step % log_every == 0 or step == exp.total_steps:
@@ -251,7 +256,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
                     "train",
                     {
                         "loss": float(np.mean(window)) if window else float("nan"),
-                        "lr": float(exp.schedule(step - 1)),
+                        "lr": lr,
                         "epoch": (step - 1) // spe + 1,
                         "examples_per_s": n * int(config.data.batch_size) / max(elapsed, 1e-9),
                     },

@@ -40,8 +40,11 @@ def _variables(state_params, batch_stats):
     return {"params": state_params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
-def make_train_step(model, method, method_cfg, stats, tx, compute_dtype):
-    """A pure (state, batch, rng) -> (state, metrics) function; jit it with donated state."""
+def make_train_step(model, method, method_cfg, stats, tx, compute_dtype, schedule=None):
+    """A pure (state, batch, rng) -> (state, metrics) function; jit it with donated state.
+
+    metrics: loss, gradient global norm, the learning rate used (when ``schedule`` is given) and
+    the method's auxiliary values."""
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         keys = jax.random.split(jax.random.fold_in(rng, state.step), len(RNG_STREAMS))
@@ -66,6 +69,8 @@ def make_train_step(model, method, method_cfg, stats, tx, compute_dtype):
             opt_state=opt_state,
         )
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+        if schedule is not None:
+            metrics["lr"] = schedule(state.step)
         return new_state, metrics
 
     return train_step

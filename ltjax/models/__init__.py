@@ -1,0 +1,85 @@
+"""The model registry: ``MODELS`` maps a config name ('mlp', 'resnet18', 'resnet50') to a ``ModelSpec``.
+
+Every registered model is a Flax Linen module with
+``__call__(x, *, train) -> {"logits": [B, C] float32, "features": [B, D]}`` whose variables are
+'params' (always float32) and, when it has BatchNorm, 'batch_stats' (apply with
+``mutable=['batch_stats']`` in training).  Randomness comes only from ``rngs={'dropout': key}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from ltjax.models import mlp, resnet
+from ltjax.models.classifier import Backbone, Classifier
+from ltjax.models.heads import LinearHead
+from ltjax.models.mlp import MLP
+from ltjax.models.necks import GAPNeck, PFCNeck
+from ltjax.models.resnet import BasicBlock, Bottleneck, ResNet
+from ltjax.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How to configure, build and freeze one model.
+
+    ``defaults()`` returns all of the model's config fields (``name`` included);
+    ``build(model_cfg, num_classes, input_shape, dtype)`` returns the module (``input_shape`` is one
+    example's shape, without the batch axis; ``dtype`` the compute dtype);
+    ``trainable_mask(model_cfg, params)`` returns a bool pytree shaped like ``params``, False for
+    frozen parameters (the optimizer excludes them from updates and weight decay).
+    """
+
+    defaults: Callable[[], ml_collections.ConfigDict]
+    build: Callable[..., nn.Module]
+    trainable_mask: Callable[[Any, Any], Any]
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+MODELS.add("mlp", ModelSpec(mlp.defaults, mlp.build, mlp.trainable_mask))
+MODELS.add("resnet18", ModelSpec(resnet.defaults18, resnet.build18, resnet.trainable_mask18))
+MODELS.add("resnet50", ModelSpec(resnet.defaults50, resnet.build50, resnet.trainable_mask50))
+
+
+def _name_of(model_cfg) -> str:
+    try:
+        return model_cfg["name"]
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError("the model config has no 'name'; set model.name to one of " + ", ".join(MODELS.names())) from None
+
+
+def model_defaults(name: str) -> ml_collections.ConfigDict:
+    """All config fields of model ``name`` with their defaults (raises KeyError for unknown names)."""
+    return MODELS.get(name).defaults()
+
+
+def build_model(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32) -> nn.Module:
+    """The module selected by ``model_cfg.name``; fields missing from ``model_cfg`` take their defaults."""
+    return MODELS.get(_name_of(model_cfg)).build(model_cfg, num_classes, input_shape, dtype)
+
+
+def trainable_mask(model_cfg, params) -> Any:
+    """Bool pytree shaped like ``params``: False for the parameters ``model_cfg`` freezes."""
+    return MODELS.get(_name_of(model_cfg)).trainable_mask(model_cfg, params)
+
+
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "model_defaults",
+    "build_model",
+    "trainable_mask",
+    "Backbone",
+    "Classifier",
+    "LinearHead",
+    "MLP",
+    "ResNet",
+    "BasicBlock",
+    "Bottleneck",
+    "PFCNeck",
+    "GAPNeck",
+]

@@ -1,0 +1,135 @@
+"""The command lines end to end: train + evaluate, config errors, non-finite loss, kill -9 and resume."""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import REPO, run_module
+
+TINY = "tests/configs/tiny_synthetic.py"
+
+
+def _records(workdir, kind="train"):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    return [{k: v for k, v in r.items() if k != "examples_per_s"} for r in recs if r["kind"] == kind]
+
+
+def _tensorboard_scalars(logdir):
+    """Read the scalar events of a TensorBoard log (TFRecord framing + Event protos) without TensorFlow."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for name in sorted(os.listdir(logdir)):
+        with open(os.path.join(logdir, name), "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+    return scalars
+
+
+def test_train_then_evaluate_through_the_cli(tmp_path):
+    workdir = str(tmp_path / "run")
+    r = run_module("ltjax.train", "--config", f"{TINY}:2", "--workdir", workdir, "--config.train.log_every=8")
+    assert r.returncode == 0, r.stderr
+    # the group table is printed
+    assert "head" in r.stdout and "medium" in r.stdout and "tail" in r.stdout
+    for name in ("config.json", "metrics.jsonl", "eval.json", "ap_vs_frequency.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["train"]["log_every"] == 8  # the resolved config, overrides included
+    train = _records(workdir)
+    assert [r["step"] for r in train] == [8, 16, 24, 32]
+    tb = _tensorboard_scalars(os.path.join(workdir, "tensorboard"))
+    assert sorted(tb["train/loss"]) == [8, 16, 24, 32]
+    np.testing.assert_allclose(tb["train/loss"][32], train[-1]["loss"], rtol=1e-6)
+    first = json.load(open(os.path.join(workdir, "eval.json")))
+    assert 0.0 < first["mAP"] <= 1.0 and set(first["group_mAP"]) == {"head", "medium", "tail"}
+
+    os.remove(os.path.join(workdir, "eval.json"))
+    r = run_module("ltjax.evaluate", "--workdir", workdir)
+    assert r.returncode == 0, r.stderr
+    again = json.load(open(os.path.join(workdir, "eval.json")))
+    assert again["mAP"] == first["mAP"] and again["group_mAP"] == first["group_mAP"]
+    assert "head" in r.stdout
+
+
+def test_config_mistakes_fail_fast_with_the_valid_fields(tmp_path):
+    start = time.time()
+    r = run_module("ltjax.train", "--config", TINY, "--workdir", str(tmp_path), "--config.optimizer.lrr=0.1")
+    assert r.returncode == 2
+    assert "optimizer.lrr" in r.stderr and "did you mean 'optimizer.lr'" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_module("ltjax.train", "--config", TINY, "--workdir", str(tmp_path), "--config.train.num_epochs=1.5")
+    assert r.returncode == 2 and "train.num_epochs" in r.stderr
+    r = run_module("ltjax.train", "--config", TINY, "--workdir", str(tmp_path), "--config.model.name=resnet5")
+    assert r.returncode == 2 and "resnet50" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "config.json")  # nothing was started
+    assert time.time() - start < 60
+
+
+def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+    r = run_module(
+        "ltjax.train", "--config", f"{TINY}:4", "--workdir", workdir,
+        "--config.optimizer.name=sgd", "--config.optimizer.lr=1e12", "--config.optimizer.grad_clip_norm=0",
+        "--config.schedule.warmup_steps=0", "--config.train.checkpoint_every=2",
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "non-finite loss" in r.stderr and "at step" in r.stderr
+    assert "Last good checkpoint" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    args = ["--config", f"{TINY}:50", "--config.train.checkpoint_every=30", "--config.train.log_every=10"]
+    ref = str(tmp_path / "ref")
+    r = run_module("ltjax.train", *args, "--workdir", ref)
+    assert r.returncode == 0, r.stderr
+
+    killed = str(tmp_path / "killed")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltjax.train", *args, "--workdir", killed],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ckpts = os.path.join(killed, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+        if steps and max(steps) >= 150:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(killed, "eval.json")), "the run finished before it could be killed"
+    r = run_module("ltjax.train", *args, "--workdir", killed)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from the checkpoint at step" in r.stdout
+
+    assert _records(killed) == _records(ref)
+    a = json.load(open(os.path.join(ref, "eval.json")))
+    b = json.load(open(os.path.join(killed, "eval.json")))
+    assert a["mAP"] == b["mAP"] and a["per_class"] == b["per_class"]
+
+    from ltjax.config import load_saved_config
+    from ltjax.training.loop import Experiment
+    import chex
+
+    exp = Experiment(load_saved_config(ref))
+    sa, step_a = exp.restore(ref)
+    sb, step_b = exp.restore(killed)
+    assert step_a == step_b == exp.total_steps
+    chex.assert_trees_all_equal(sa.params, sb.params)
+    chex.assert_trees_all_equal(sa.opt_state, sb.opt_state)
