@@ -105,7 +105,7 @@ def _check_pair(scores, labels):
                 f"binarise the label matrix (e.g. labels > 0) before evaluating"
             )
 
-    if sdt == np.float64 and jax.config.jax_enable_x64:
+    if sdt == np.float64 and jax.dtypes.canonicalize_dtype(np.float64) == np.float64:  # x64 mode
         fdt = jnp.float64
     else:
         fdt = jnp.float32

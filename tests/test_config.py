@@ -119,7 +119,7 @@ def test_overrides_take_effect_with_right_types(config):
         ("mesh.data", "-1"),
         ("optimizer.nesterov", "TRUE"),  # bool, case-insensitive
         ("mesh.shard_params", "yes"),
-        ("data.drop_remainder", "0"),
+        ("distributed.enabled", "off"),  # str
         ("data.name", "coco"),  # str
         ("eval.top_k", "(2,4)"),  # tuple of int
         ("schedule.decay_epochs", "6"),  # one element -> 1-tuple
@@ -131,7 +131,7 @@ def test_overrides_take_effect_with_right_types(config):
     ])
     expected = {
         "optimizer.lr": 1e-3, "optimizer.weight_decay": 5.0, "train.num_epochs": 3, "mesh.data": -1,
-        "optimizer.nesterov": True, "mesh.shard_params": True, "data.drop_remainder": False,
+        "optimizer.nesterov": True, "mesh.shard_params": True, "distributed.enabled": "off",
         "data.name": "coco", "eval.top_k": (2, 4), "schedule.decay_epochs": (6,),
         "model.hidden": (128, 64, 32), "data.groups.quantiles": (0.25, 1.0),
         "model.pretrained": (1, 2), "model.tags": ("x", "y"), "model.widths": [4, 5],

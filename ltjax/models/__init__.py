@@ -49,7 +49,8 @@ def _name_of(model_cfg) -> str:
     try:
         return model_cfg["name"]
     except (KeyError, TypeError, AttributeError):
-        raise ValueError("the model config has no 'name'; set model.name to one of " + ", ".join(MODELS.names())) from None
+        names = ", ".join(MODELS.names())
+        raise ValueError(f"the model config has no 'name'; set model.name to one of {names}") from None
 
 
 def model_defaults(name: str) -> ml_collections.ConfigDict:

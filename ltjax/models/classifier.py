@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -33,8 +34,8 @@ class Backbone(nn.Module):
             y = self.neck(y, train=train)
         if y.ndim != 2:
             raise ValueError(
-                f"Backbone must produce [B, D] features, got shape {y.shape}; give a trunk that returns a "
-                "feature map a neck (e.g. 'gap' or 'pfc') that pools it"
+                f"Backbone must produce [B, D] features, got shape {y.shape}; a trunk that returns a "
+                "feature map needs a neck (e.g. 'gap' or 'pfc') that pools it"
             )
         return y
 
@@ -83,9 +84,8 @@ def resolve_model_config(
         raise TypeError(f"model config must be a ConfigDict or a mapping, got {type(model_cfg).__name__}")
     for key, value in items:
         if key not in resolved:
-            raise ValueError(
-                f"model {defaults.name!r} has no config field {key!r}; valid fields: {', '.join(sorted(resolved.keys()))}"
-            )
+            valid = ", ".join(sorted(resolved.keys()))
+            raise ValueError(f"model {defaults.name!r} has no config field {key!r}; valid fields: {valid}")
         if key == "name" and value != defaults.name:
             raise ValueError(
                 f"model config names {value!r} but is being built as {defaults.name!r}; use "
@@ -96,7 +96,7 @@ def resolve_model_config(
 
 
 def check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, jnp.integer)) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return int(num_classes)
 

@@ -51,13 +51,3 @@ class Checkpointer:
         self.manager.wait_until_finished()
         self.manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-    """Shape/dtype/sharding structs of a pytree of arrays, the restore target for orbax."""
-
-    def to_struct(x):
-        if isinstance(x, jax.Array):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-        return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-
-    return jax.tree.map(to_struct, tree)

@@ -22,7 +22,7 @@ from ltjax.data.pipeline import eval_batches, to_global, train_dataset
 from ltjax.data.sampling import make_sampler
 from ltjax.methods import METHODS
 from ltjax.training import devices
-from ltjax.training.checkpoint import Checkpointer, abstract_like
+from ltjax.training.checkpoint import Checkpointer
 from ltjax.training.logs import RunLog
 from ltjax.training.optim import learning_rate_schedule, make_optimizer
 from ltjax.training.step import init_state, make_eval_step, make_train_step
@@ -103,7 +103,7 @@ class Experiment:
 
     def checkpoint_target(self):
         """The abstract pytree a checkpoint restores into (train state and PRNG key data)."""
-        return {"train": self.abstract_state, "rng": abstract_like(jax.random.key_data(self.train_rng))}
+        return {"train": self.abstract_state, "rng": np.asarray(jax.random.key_data(self.train_rng))}
 
     def restore(self, workdir: str, step: int | None = None):
         """(train state, step) from a workdir's checkpoint (the latest when step is None)."""
@@ -187,7 +187,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
     exp = Experiment(config, dataset)
     ckpt = Checkpointer(workdir, int(config.train.keep_checkpoints))
     rng = exp.train_rng
-    rng_data = jax.random.key_data(rng)
+    rng_data = np.asarray(jax.random.key_data(rng))  # host numpy: saved once, not per device
     iterator = exp.train_iterator()
     loop = {"window": []}
     start = 0
