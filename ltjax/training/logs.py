@@ -75,6 +75,10 @@ class RunLog:
             text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
             self.message(f"[{kind}] step {step}/{self.total_steps} {text}")
 
+    @property
+    def has_progress_bar(self) -> bool:
+        return self._bar is not None
+
     def advance(self, n: int = 1, **postfix) -> None:
         if self._bar is not None:
             self._bar.update(n)

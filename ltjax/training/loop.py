@@ -260,7 +260,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
                         "epoch": (step - 1) // spe + 1,
                         "examples_per_s": n * int(config.data.batch_size) / max(elapsed, 1e-9),
                     },
-                    echo=log._bar is None,
+                    echo=not log.has_progress_bar,
                 )
                 window, t_window = [], time.time()
             if step % ckpt_every == 0 or step % spe == 0 or step == exp.total_steps:

@@ -1,0 +1,115 @@
+"""Train-step throughput of the core on synthetic_lt over 1..N (fake CPU or real) devices.
+
+Prints a Markdown table and writes JSON.  Measures, per device count: compile time of the jitted
+train step, step time (median and p90 over --steps timed steps after --warmup), examples/s of the
+step alone and of the whole loop (grain batch + global array assembly + step).
+
+  python scripts/bench_step.py                       # 1 and 8 fake CPU devices, the 'small' preset
+  python scripts/bench_step.py --preset large --devices 1 2 4 8 --json bench.json
+On a GPU/TPU host pass --real-devices to use the accelerators instead of fake CPU devices.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small", choices=["small", "large"], help="configs/bce_synthetic.py preset")
+    p.add_argument("--devices", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--batch-size", type=int, default=0, help="global batch (default: the preset's)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--real-devices", action="store_true", help="use the machine's accelerators")
+    p.add_argument("--json", default="", help="write the results here")
+    args = p.parse_args(argv)
+    if not args.real_devices:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(args.devices)}"
+        )
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ["LTJAX_XLA_CACHE"] = "0"
+
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from ltjax.config import load_config
+    from ltjax.data import build_dataset
+    from ltjax.data.pipeline import to_global
+    from ltjax.training.loop import Experiment
+
+    base = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", f"bce_synthetic.py:{args.preset}"))
+    dataset = build_dataset(base.data)
+    rows = []
+    for n in args.devices:
+        config = base.copy_and_resolve_references()
+        config.unlock()
+        config.mesh.data = n
+        config.train.compute_dtype = args.dtype
+        if args.batch_size:
+            config.data.batch_size = args.batch_size
+        exp = Experiment(config, dataset)
+        state = exp.initial_state()
+        it = exp.train_iterator()
+        batch = to_global(next(it), exp.batch_sharding)
+        t0 = time.perf_counter()
+        compiled = exp.train_step.lower(state, batch, exp.train_rng).compile()
+        compile_s = time.perf_counter() - t0
+        for _ in range(args.warmup):
+            state, m = compiled(state, batch, exp.train_rng)
+        jax.block_until_ready(state)
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            state, m = compiled(state, batch, exp.train_rng)
+            jax.block_until_ready(m["loss"])
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            state, m = compiled(state, to_global(next(it), exp.batch_sharding), exp.train_rng)
+            float(m["loss"])
+        loop_s = (time.perf_counter() - t) / args.steps
+        b = int(config.data.batch_size)
+        med, p90 = float(np.median(times)), float(np.percentile(times, 90))
+        rows.append(
+            {
+                "devices": n,
+                "batch": b,
+                "compile_s": compile_s,
+                "step_ms_median": med * 1e3,
+                "step_ms_p90": p90 * 1e3,
+                "step_examples_per_s": b / med,
+                "loop_examples_per_s": b / loop_s,
+                "per_device_examples_per_s": b / med / n,
+            }
+        )
+    head = (
+        f"synthetic_lt '{args.preset}' ({dataset.meta.num_classes} classes, "
+        f"{dataset.meta.input_shape[0]} features), MLP {tuple(base.model.hidden)} + BCE, {args.dtype}; "
+        f"{jax.devices()[0].platform} x{len(jax.devices())} ({'real' if args.real_devices else 'fake'} devices), "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"
+    )
+    print(head)
+    print()
+    print("| devices | global batch | compile s | step ms (median) | step ms (p90) | step ex/s | loop ex/s | ex/s per device |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['devices']} | {r['batch']} | {r['compile_s']:.2f} | {r['step_ms_median']:.3f} | "
+            f"{r['step_ms_p90']:.3f} | {r['step_examples_per_s']:,.0f} | {r['loop_examples_per_s']:,.0f} | "
+            f"{r['per_device_examples_per_s']:,.0f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"setup": head, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
