@@ -26,7 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.class_aware_epoch_divisor = 4  # epoch length = max(n_c) * C / divisor
     c.data.batch_size = 32  # global batch size (all processes together)
     c.data.eval_batch_size = 256
-    c.data.num_workers = 0  # grain worker processes (0 = in the main process)
+    c.data.num_workers = 0  # grain worker processes (0 = read in threads of the main process)
+    c.data.read_threads = 2  # grain reader threads in the main process
+    c.data.prefetch_batches = 4  # batches read ahead (bounds the pipeline's memory)
 
     # ---- model / method ---------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()

@@ -47,6 +47,10 @@ class ArraySplit:
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         return {"inputs": self.inputs[index], "labels": self.labels[index]}
 
+    def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Many examples at once (one gather per array), stacked along a new first axis."""
+        return {"inputs": self.inputs[indices], "labels": self.labels[indices]}
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetMeta:

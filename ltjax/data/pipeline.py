@@ -24,27 +24,38 @@ def _stack(examples):
 
 
 @dataclasses.dataclass(frozen=True)
-class _LocalPosition:
-    """Process-local stream position -> global stream position."""
+class _BatchPositions:
+    """Batch number k -> the global stream positions this process reads for it."""
 
     global_batch: int
     local_batch: int
     process_index: int
 
-    def __call__(self, j: int) -> int:
-        k, r = divmod(int(j), self.local_batch)
-        return k * self.global_batch + self.process_index * self.local_batch + r
+    def __call__(self, k: int) -> np.ndarray:
+        start = int(k) * self.global_batch + self.process_index * self.local_batch
+        return np.arange(start, start + self.local_batch, dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
-class _ReadExample:
+class _ReadBatch:
+    """Stream positions -> a batch of examples.
+
+    Splits that can gather many examples at once (``split.get_batch(indices)``, e.g. in-memory
+    arrays) are read with one fancy-indexing call; others example by example.
+    """
+
     split: Any
-    sampler: Callable[[int], int]
+    sampler: Any  # has .indices(positions) -> example indices
     transform: Callable[[dict], dict] | None
 
-    def __call__(self, position: int) -> dict:
-        example = self.split[self.sampler(position)]
-        return self.transform(example) if self.transform is not None else example
+    def __call__(self, positions: np.ndarray) -> dict:
+        indices = self.sampler.indices(positions)
+        if self.transform is None and hasattr(self.split, "get_batch"):
+            return self.split.get_batch(indices)
+        examples = [self.split[int(i)] for i in indices]
+        if self.transform is not None:
+            examples = [self.transform(e) for e in examples]
+        return _stack(examples)
 
 
 def process_batch_size(global_batch: int, process_count: int | None = None) -> int:
@@ -59,7 +70,7 @@ def process_batch_size(global_batch: int, process_count: int | None = None) -> i
 
 def train_dataset(
     split: Split,
-    sampler: Callable[[int], int],
+    sampler,
     global_batch: int,
     num_steps: int,
     *,
@@ -67,17 +78,25 @@ def train_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     num_workers: int = 0,
+    read_threads: int = 2,
+    prefetch_batches: int = 4,
 ) -> grain.IterDataset:
-    """The training stream of this process: ``num_steps`` process-local batches (dicts of arrays)."""
+    """The training stream of this process: ``num_steps`` process-local batches (dicts of arrays).
+
+    One dataset element is one batch, so the grain iterator's state is the number of batches read.
+    ``read_threads``/``prefetch_batches`` bound the in-process prefetch (memory = prefetch_batches
+    batches); ``num_workers`` > 0 reads in that many worker processes instead.
+    """
     process_index = jax.process_index() if process_index is None else process_index
     local = process_batch_size(global_batch, process_count)
     ds = (
-        grain.MapDataset.range(num_steps * local)
-        .map(_LocalPosition(global_batch, local, process_index))
-        .map(_ReadExample(split, sampler, transform))
-        .batch(local, drop_remainder=True, batch_fn=_stack)
+        grain.MapDataset.range(num_steps)
+        .map(_BatchPositions(global_batch, local, process_index))
+        .map(_ReadBatch(split, sampler, transform))
     )
-    it_ds = ds.to_iter_dataset()
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=max(int(read_threads), 0), prefetch_buffer_size=max(int(prefetch_batches), 0))
+    )
     if num_workers > 0:
         from absl import flags
 

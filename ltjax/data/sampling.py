@@ -45,11 +45,19 @@ class _EpochCachedSampler:
         return self._cache
 
     def __call__(self, position: int) -> int:
-        position = int(position)
-        if position < 0:
-            raise IndexError(f"stream position must be >= 0, got {position}")
-        epoch, offset = divmod(position, self.epoch_length)
-        return int(self._order(epoch)[offset])
+        return int(self.indices(np.asarray([position]))[0])
+
+    def indices(self, positions: np.ndarray) -> np.ndarray:
+        """Example indices of many stream positions at once (vectorised per epoch)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and positions.min() < 0:
+            raise IndexError(f"stream positions must be >= 0, got {positions.min()}")
+        epochs, offsets = np.divmod(positions, self.epoch_length)
+        out = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            sel = epochs == epoch
+            out[sel] = self._order(int(epoch))[offsets[sel]]
+        return out
 
     def __getstate__(self):  # pickled into grain workers without the cache
         state = dict(self.__dict__)

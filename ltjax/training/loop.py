@@ -128,6 +128,8 @@ class Experiment:
             int(self.config.data.batch_size),
             self.total_steps,
             num_workers=int(self.config.data.num_workers),
+            read_threads=int(self.config.data.read_threads),
+            prefetch_batches=int(self.config.data.prefetch_batches),
         )
         return iter(ds)
 
