@@ -10,27 +10,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_synthetic_config(**overrides):
-    """A seconds-long BCE run on a small synthetic_lt problem (unlocked ConfigDict)."""
-    from ltjax.defaults import experiment_config
+    """tests/configs/tiny_synthetic.py (a seconds-long BCE run), unlocked, with dotted-path overrides."""
+    from ltjax.config import load_config
 
-    c = experiment_config("synthetic_lt", "mlp", "bce")
-    c.data.num_train = 512
-    c.data.num_test = 256
-    c.data.num_classes = 12
-    c.data.num_features = 16
-    c.data.min_prevalence = 0.02
-    c.data.groups.mode = "quantile"
-    c.data.batch_size = 32
-    c.data.eval_batch_size = 64
-    c.model.hidden = (32,)
-    c.optimizer.name = "adamw"
-    c.optimizer.lr = 1e-2
-    c.schedule.name = "cosine"
-    c.schedule.warmup_steps = 5
-    c.train.num_epochs = 2
-    c.train.log_every = 4
-    c.train.checkpoint_every = 8
-    c.train.progress_bar = "off"
+    c = load_config(str(REPO / "tests" / "configs" / "tiny_synthetic.py"))
+    c.unlock()
     for path, value in overrides.items():
         node = c
         parts = path.split(".")

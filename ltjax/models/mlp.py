@@ -25,7 +25,7 @@ from ltjax.models.classifier import (
     resolve_model_config,
 )
 from ltjax.models.heads import LinearHead
-from ltjax.models.necks import BN_EPSILON, BN_MOMENTUM
+from ltjax.models.necks import batch_norm
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: nn.gelu(x, approximate=False)}
 NORMS = ("none", "layer", "batch")
@@ -75,15 +75,7 @@ class MLP(nn.Module):
             if self.norm == "layer":
                 x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32, name=f"norm_{i}")(x)
             elif self.norm == "batch":
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=BN_MOMENTUM,
-                    epsilon=BN_EPSILON,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                    use_fast_variance=False,
-                    name=f"norm_{i}",
-                )(x)
+                x = batch_norm(not train, self.dtype, f"norm_{i}")(x)
             x = act(x)
             if self.dropout > 0:
                 x = nn.Dropout(rate=self.dropout, deterministic=not train)(x)

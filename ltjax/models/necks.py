@@ -19,6 +19,20 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
+def batch_norm(use_running_average: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.BatchNorm:
+    """torch-equivalent BatchNorm (momentum 0.1 in torch's convention, eps 1e-5), float32 parameters."""
+    return nn.BatchNorm(
+        use_running_average=use_running_average,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        use_fast_variance=False,
+        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+        name=name,
+    )
+
+
 def global_average_pool(x, dtype: Any):
     """Mean over H and W of an NHWC map, accumulated in float32 and returned in ``dtype``."""
     if x.ndim != 4:
@@ -61,15 +75,7 @@ class PFCNeck(nn.Module):
             bias_init=nn.initializers.zeros,
             name="fc",
         )(y)
-        y = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            use_fast_variance=False,
-            name="bn",
-        )(y)
+        y = batch_norm(not train, self.dtype, "bn")(y)
         return nn.Dropout(rate=self.dropout, deterministic=not train)(y)
 
 

@@ -40,7 +40,7 @@ from ltjax.models.classifier import (
     resolve_model_config,
 )
 from ltjax.models.heads import LinearHead
-from ltjax.models.necks import BN_EPSILON, BN_MOMENTUM, NECKS, make_neck
+from ltjax.models.necks import NECKS, batch_norm as _bn, make_neck
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -55,19 +55,6 @@ def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, nam
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=conv_init,
-        name=name,
-    )
-
-
-def _bn(use_running_average: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=use_running_average,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        use_fast_variance=False,
-        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
         name=name,
     )
 
