@@ -7,6 +7,7 @@ DEMO_DIR ?= runs/demo_bce_yeast
 .PHONY: demo test test-slow setup clean
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ltjax needs Python >= 3.11; run make with PYTHON=/path/to/python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

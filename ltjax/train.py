@@ -50,15 +50,31 @@ def validate_config(config) -> None:
         raise ConfigError("\n".join(errors))
 
 
+# Fields a resumed run may change: how it runs (devices, processes, readers, display, evaluation), not
+# what it computes (the global batch, data order and every hyper-parameter stay fixed).
+RESUMABLE_PREFIXES = (
+    "mesh.",
+    "distributed.",
+    "eval.",
+    "data.num_workers",
+    "data.read_threads",
+    "data.prefetch_batches",
+    "data.eval_batch_size",
+    "train.progress_bar",
+    "train.keep_checkpoints",
+)
+
+
 def _check_same_run(config, workdir: str) -> None:
     """A workdir holds one run: resuming with a different config would silently mix two runs."""
     if not os.path.exists(os.path.join(workdir, "config.json")):
         return
     saved = load_saved_config(workdir)
-    if saved.to_dict() == config.to_dict():
-        return
     old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    diff = [k for k in diff if not k.startswith(RESUMABLE_PREFIXES)]
+    if not diff:
+        return
     raise ConfigError(
         f"{workdir} already holds a run with a different config (fields that differ: {', '.join(diff)}); "
         "use a new --workdir, or the same config to resume that run"

@@ -133,3 +133,17 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert step_a == step_b == exp.total_steps
     chex.assert_trees_all_equal(sa.params, sb.params)
     chex.assert_trees_all_equal(sa.opt_state, sb.opt_state)
+
+
+def test_resuming_a_workdir_with_another_config_is_refused_but_run_settings_may_change(tmp_path):
+    workdir = str(tmp_path / "run")
+    r = run_module("ltjax.train", "--config", f"{TINY}:1", "--workdir", workdir)
+    assert r.returncode == 0, r.stderr
+    r = run_module("ltjax.train", "--config", f"{TINY}:1", "--workdir", workdir, "--config.optimizer.lr=0.5")
+    assert r.returncode == 2 and "optimizer.lr" in r.stderr and "new --workdir" in r.stderr
+    # the device layout and reader threads may change on resume (here: the run is already complete)
+    r = run_module("ltjax.train", "--config", f"{TINY}:1", "--workdir", workdir,
+                   "--config.mesh.data=4", "--config.data.read_threads=1")
+    assert r.returncode == 0, r.stderr
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["mesh"]["data"] == 4
