@@ -274,4 +274,6 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
     finally:
         ckpt.close()
         log.close()
+        if hasattr(iterator, "close"):  # stops grain worker processes and frees their shared memory
+            iterator.close()
     return result
