@@ -1,0 +1,87 @@
+"""Run several method configs over S seeds on one dataset; write a Markdown table and a JSON file.
+
+  python scripts/run_table.py --configs configs/yeast.py:bce configs/yeast.py:db_focal \
+      --seeds 0 1 2 --workdir runs/yeast_table [--config.train.num_epochs=20 ...]
+
+Each (config, seed) runs ``python -m ltjax.train --config CONFIG --workdir WORKDIR/<name>/seed_<S>
+--config.seed=S [overrides]`` (finished or interrupted runs resume), then the table gives per
+config: mAP total / head / medium / tail as mean ± sample std over the seeds (percent), plus the
+wall time.  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+
+def _name(spec: str) -> str:
+    path, _, arg = spec.partition(":")
+    base = os.path.splitext(os.path.basename(path))[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}_{arg}" if arg else base)
+
+
+def _cell(stats) -> str:
+    if stats is None or stats["mean"] is None:
+        return "n/a"
+    mean = 100 * stats["mean"]
+    return f"{mean:.2f}" if stats["std"] is None else f"{mean:.2f} ± {100 * stats['std']:.2f}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", required=True, help="config specs, e.g. configs/yeast.py:db_focal")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--title", default="")
+    args, overrides = p.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        p.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are passed on to ltjax.train")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from ltjax.report import summarize_runs
+
+    rows, runs = [], {}
+    for spec in args.configs:
+        name = _name(spec)
+        reports, walls = [], []
+        for seed in args.seeds:
+            workdir = os.path.join(args.workdir, name, f"seed_{seed}")
+            cmd = [sys.executable, "-m", "ltjax.train", "--config", spec, "--workdir", workdir,
+                   f"--config.seed={seed}", *overrides, "--config.train.progress_bar=off"]
+            print("$", " ".join(cmd[1:]), flush=True)
+            t = time.time()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            walls.append(time.time() - t)
+            with open(os.path.join(workdir, "eval.json")) as f:
+                reports.append(json.load(f))
+        summary = summarize_runs(reports)
+        rows.append((name, reports[0], summary, walls))
+        runs[name] = {"spec": spec, "wall_s": walls, "summary": summary, "reports": reports}
+
+    first = rows[0][1]
+    groups = list(first["group_sizes"])
+    title = args.title or f"{first['dataset']} ({len(args.seeds)} seeds: {', '.join(map(str, args.seeds))})"
+    header = "| method | mAP total | " + " | ".join(f"{g} ({first['group_sizes'][g]})" for g in groups) + " | s/run |"
+    lines = [f"**{title}**", "", header, "|" + "---|" * (len(groups) + 3)]
+    for name, report, summary, walls in rows:
+        cells = [_cell(summary["mAP"])] + [_cell(summary["group_mAP"].get(g)) for g in groups]
+        lines.append(f"| {report['method']} ({name}) | " + " | ".join(cells) + f" | {sum(walls) / len(walls):.0f} |")
+    command = " ".join(["python scripts/run_table.py --configs", *args.configs, "--seeds", *map(str, args.seeds),
+                        "--workdir", args.workdir, *overrides])
+    lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(args.workdir, exist_ok=True)
+    with open(os.path.join(args.workdir, "table.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(args.workdir, "table.json"), "w") as f:
+        json.dump({"command": command, "seeds": args.seeds, "runs": runs}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
