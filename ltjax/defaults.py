@@ -90,12 +90,19 @@ def base_config() -> ml_collections.ConfigDict:
 def experiment_config(dataset: str, model: str, method: str) -> ml_collections.ConfigDict:
     """The base config with the fields of one dataset, model and method filled in with their defaults."""
     from ltjax.data import dataset_defaults
-    from ltjax.methods import method_defaults
+    from ltjax.methods import METHODS
     from ltjax.models import model_defaults
 
     c = base_config()
     c.data.update(dataset_defaults(dataset))
     c.data.name = dataset
     c.model = model_defaults(model)
-    c.method = method_defaults(method)
+    spec = METHODS.get(method)
+    c.method = spec.defaults()
+    for path, value in spec.config_updates.items():  # e.g. RS selects the class-aware sampler
+        *parents, leaf = path.split(".")
+        node = c
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
     return c

@@ -2,13 +2,18 @@
 
 A ``Method`` builds its Flax module from the config and the dataset metadata, turns the module's
 outputs and a batch into a scalar loss (plus named auxiliary values for logging), and turns outputs
-into per-class scores in [0, 1] for evaluation.  BCE/ERM is the first method; later methods
-(re-weighting, DB-focal, HMT-Net, ...) register here with their own fields in ``config.method``.
+into per-class scores in [0, 1] for evaluation.  ``config_updates`` are settings outside
+``config.method`` that the method implies (RS: the class-aware sampler).
+
+The baselines of the seed papers' tables are the standard model trained with one registered loss;
+their ``config.method`` holds the loss's hyper-parameters (see ``ltjax.losses``), so e.g.
+``--config.method.gamma=1`` changes focal's gamma.  R-BCE, R-BCE-NTR and DB-focal are one loss ('db')
+with parts switched on or off.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -32,6 +37,8 @@ class Method:
     scores: Callable[[dict], jax.Array]
     # (config, params) -> pytree of bool, False for frozen parameters
     trainable_mask: Callable[[Any, Any], Any] = None
+    # dotted config paths outside config.method that the method sets, e.g. {"data.sampler": "class_aware"}
+    config_updates: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.trainable_mask is None:
@@ -50,23 +57,46 @@ def sigmoid_scores(outputs: dict) -> jax.Array:
     return jax.nn.sigmoid(outputs["logits"].astype(jnp.float32))
 
 
-def _loss_method(name: str, loss_name: str, doc: str) -> Method:
-    """A method that is the standard model trained with one registered loss."""
+def loss_method(name: str, loss_name: str, description: str, config_updates=None, **preset) -> Method:
+    """The standard model trained with the registered loss ``loss_name`` (hyper-parameters ``preset``
+    on top of the loss's defaults, all of them fields of ``config.method``)."""
+    unknown = set(preset) - set(losses.loss_defaults(loss_name))
+    if unknown:
+        raise ValueError(f"method {name!r}: {sorted(unknown)} are not hyper-parameters of loss {loss_name!r}")
 
     def defaults():
         cfg = ml_collections.ConfigDict()
         cfg.name = name
+        cfg.update(losses.loss_defaults(loss_name))
+        cfg.update(preset)
         return cfg
 
     def loss(outputs, batch, stats, method_cfg):
-        del method_cfg
-        value = losses.LOSSES.get(loss_name)(outputs["logits"], batch["labels"], batch.get("mask"), stats)
+        hparams = {k: v for k, v in method_cfg.items() if k != "name"}
+        value = losses.compute_loss(loss_name, outputs["logits"], batch["labels"], batch.get("mask"), stats, hparams)
         return value, {}
 
-    return Method(name, doc, defaults, standard_model, loss, sigmoid_scores)
+    return Method(name, description, defaults, standard_model, loss, sigmoid_scores,
+                  config_updates=dict(config_updates or {}))
 
 
-METHODS.add("bce", _loss_method("bce", "bce", "binary cross-entropy (ERM)"))
+# The baselines of the seed papers' tables (REFERENCE section 3 gives formulas and defaults).
+for _method in (
+    loss_method("bce", "bce", "binary cross-entropy (ERM)"),
+    loss_method("rw", "rw", "BCE re-weighted per class by N / n_c (mode 'inv') or its square root"),
+    loss_method("rs", "bce", "ERM with class-aware re-sampling", config_updates={"data.sampler": "class_aware"}),
+    loss_method("focal", "focal", "focal loss (gamma 2, DB's balance factor 2)"),
+    loss_method("cb_focal", "cb", "class-balanced focal loss (beta 0.9, average_w)", gamma=2.0, balance=2.0),
+    loss_method("r_bce", "db", "DB: re-balanced BCE only", ntr=False, focal=False),
+    loss_method("r_bce_ntr", "db", "DB: re-balanced BCE with negative-tolerant regularisation", focal=False),
+    loss_method("db_focal", "db", "distribution-balanced focal loss (all parts)"),
+    loss_method("asl", "asl", "asymmetric loss (gamma- 4, gamma+ 0, clip 0.05)"),
+    loss_method("ldam", "ldam", "LDAM with multi-label margins C / n_c^(1/4) on a cosine head (s 30)",
+                config_updates={"model.head": "cosine"}),
+    loss_method("zlpr", "zlpr", "zero-bounded log-sum-exp & pairwise rank-based loss"),
+    loss_method("gce", "gce", "multi-label generalised cross-entropy (q 0.8)"),
+):
+    METHODS.add(_method.name, _method)
 
 
 def method_defaults(name: str) -> ml_collections.ConfigDict:

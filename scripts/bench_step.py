@@ -20,7 +20,7 @@ import time
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="small", choices=["small", "large"], help="configs/bce_synthetic.py preset")
+    p.add_argument("--preset", default="small", choices=["small", "large"], help="size preset of configs/synthetic_lt.py")
     p.add_argument("--devices", type=int, nargs="+", default=[1, 8])
     p.add_argument("--batch-size", type=int, default=0, help="global batch (default: the preset's)")
     p.add_argument("--steps", type=int, default=100)
@@ -45,7 +45,7 @@ def main(argv=None):
     from ltjax.data.pipeline import to_global
     from ltjax.training.loop import Experiment
 
-    base = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", f"bce_synthetic.py:{args.preset}"))
+    base = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", f"synthetic_lt.py:bce,{args.preset}"))
     dataset = build_dataset(base.data)
     rows = []
     for n in args.devices:

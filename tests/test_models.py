@@ -603,3 +603,21 @@ def test_mlp_matches_numpy_forward_batchnorm_relu_training():
     # evaluation uses the running statistics (mean 0, var 1 at init): x / sqrt(1 + eps)
     ev = model.apply(variables, x, train=False)["features"]
     chex.assert_trees_all_close(ev, np.maximum(z / np.sqrt(1 + 1e-5), 0), rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_head_outputs_cosines_independent_of_feature_scale():
+    from ltjax.models.heads import CosineHead, make_head
+
+    head = CosineHead(5)
+    f = jax.random.normal(jax.random.key(1), (4, 7))
+    variables = head.init(jax.random.key(0), f)
+    w = np.asarray(variables["params"]["kernel"])
+    assert w.shape == (7, 5) and w.min() >= -1 and w.max() <= 1
+    out = np.asarray(head.apply(variables, f))
+    fn = np.asarray(f) / np.linalg.norm(np.asarray(f), axis=1, keepdims=True)
+    wn = w / np.linalg.norm(w, axis=0, keepdims=True)
+    np.testing.assert_allclose(out, fn @ wn, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(head.apply(variables, 37.0 * f)), out, atol=1e-5)
+    assert np.abs(out).max() <= 1 + 1e-6
+    with pytest.raises(ValueError, match="model.head"):
+        make_head("arcface", 5)

@@ -24,7 +24,7 @@ from ltjax.models.classifier import (
     resolve_compute_dtype,
     resolve_model_config,
 )
-from ltjax.models.heads import LinearHead
+from ltjax.models.heads import make_head
 from ltjax.models.necks import batch_norm
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": lambda x: nn.gelu(x, approximate=False)}
@@ -89,6 +89,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.dropout = 0.0  # after each hidden activation, training only
     c.activation = "relu"  # "relu" | "gelu"
     c.norm = "none"  # "none" | "layer" | "batch"
+    c.head = "linear"  # "linear" (N(0, 0.01) init, bias 0) | "cosine" (normalised, LDAM)
     return c
 
 
@@ -108,7 +109,7 @@ def build(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.floa
         in_features=d_in,
         dtype=dtype,
     )
-    return Classifier(backbone=Backbone(trunk=trunk), head=LinearHead(num_classes, dtype=dtype))
+    return Classifier(backbone=Backbone(trunk=trunk), head=make_head(cfg.head, num_classes, dtype))
 
 
 def trainable_mask(model_cfg, params) -> Any:

@@ -39,7 +39,7 @@ from ltjax.models.classifier import (
     resolve_compute_dtype,
     resolve_model_config,
 )
-from ltjax.models.heads import LinearHead
+from ltjax.models.heads import make_head
 from ltjax.models.necks import NECKS, batch_norm as _bn, make_neck
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -190,6 +190,7 @@ def _defaults(name: str) -> ml_collections.ConfigDict:
     c.neck_dim = 256  # pfc output width
     c.neck_dropout = 0.5  # pfc dropout
     c.zero_init_residual = False  # zero the last BN scale of each residual block
+    c.head = "linear"  # "linear" (N(0, 0.01) init, bias 0) | "cosine" (normalised, LDAM)
     return c
 
 
@@ -210,7 +211,7 @@ def _build(depth: int, model_cfg, num_classes: int, input_shape: tuple, dtype: A
         dtype=dtype,
     )
     neck = make_neck(cfg.neck, features=cfg.neck_dim, dropout=float(cfg.neck_dropout), dtype=dtype)
-    return Classifier(backbone=Backbone(trunk=trunk, neck=neck), head=LinearHead(num_classes, dtype=dtype))
+    return Classifier(backbone=Backbone(trunk=trunk, neck=neck), head=make_head(cfg.head, num_classes, dtype))
 
 
 def frozen_module_names(depth: int, frozen_stages: int) -> set[str]:
