@@ -76,3 +76,23 @@ def test_to_global_shards_the_batch_over_the_data_axis():
 def test_batch_size_must_divide_over_processes():
     with pytest.raises(ValueError, match="not divisible by the number of processes"):
         process_batch_size(10, 3)
+
+
+def test_train_transform_gets_a_generator_seeded_by_stream_position():
+    split = _split()
+    sampler = UniformSampler(len(split), seed=2)
+
+    def jitter(example, rng):
+        return {"inputs": example["inputs"] + rng.random(1).astype(np.float32), "labels": example["labels"]}
+
+    def read(process_index, process_count, seed=0):
+        ds = train_dataset(split, sampler, 8, 4, transform=jitter, seed=seed,
+                           process_index=process_index, process_count=process_count)
+        return [b["inputs"][:, 0] for b in ds]
+
+    one = read(0, 1)
+    two = [np.concatenate([a, b]) for a, b in zip(read(0, 2), read(1, 2))]
+    np.testing.assert_array_equal(np.concatenate(one), np.concatenate(two))  # same noise per position
+    ids = np.floor(np.concatenate(one))
+    assert not np.array_equal(np.concatenate(one), ids)  # the transform really ran
+    assert not np.array_equal(np.concatenate(read(0, 1, seed=1)), np.concatenate(one))

@@ -84,6 +84,11 @@ class DatasetMeta:
 class Dataset:
     meta: DatasetMeta
     splits: dict[str, Split]  # at least "train" and "test"
+    # Per-example transforms applied by the pipeline (e.g. decode + resize + augment images):
+    # train_transform(example, rng: np.random.Generator) -> example, with rng seeded from
+    # (config.seed, stream position); eval_transform(example) -> example, deterministic.
+    train_transform: Callable[[dict, np.random.Generator], dict] | None = None
+    eval_transform: Callable[[dict], dict] | None = None
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

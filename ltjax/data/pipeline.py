@@ -46,7 +46,8 @@ class _ReadBatch:
 
     split: Any
     sampler: Any  # has .indices(positions) -> example indices
-    transform: Callable[[dict], dict] | None
+    transform: Callable[[dict, np.random.Generator], dict] | None
+    seed: int = 0
 
     def __call__(self, positions: np.ndarray) -> dict:
         indices = self.sampler.indices(positions)
@@ -54,7 +55,12 @@ class _ReadBatch:
             return self.split.get_batch(indices)
         examples = [self.split[int(i)] for i in indices]
         if self.transform is not None:
-            examples = [self.transform(e) for e in examples]
+            # one generator per stream position: the augmentation of an example depends only on
+            # (seed, position), whatever the process, worker or resume point that reads it
+            examples = [
+                self.transform(e, np.random.default_rng([self.seed & 0xFFFFFFFF, 2, int(p)]))
+                for e, p in zip(examples, positions)
+            ]
         return _stack(examples)
 
 
@@ -74,7 +80,8 @@ def train_dataset(
     global_batch: int,
     num_steps: int,
     *,
-    transform: Callable[[dict], dict] | None = None,
+    transform: Callable[[dict, np.random.Generator], dict] | None = None,
+    seed: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
     num_workers: int = 0,
@@ -92,7 +99,7 @@ def train_dataset(
     ds = (
         grain.MapDataset.range(num_steps)
         .map(_BatchPositions(global_batch, local, process_index))
-        .map(_ReadBatch(split, sampler, transform))
+        .map(_ReadBatch(split, sampler, transform, int(seed)))
     )
     it_ds = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=max(int(read_threads), 0), prefetch_buffer_size=max(int(prefetch_batches), 0))

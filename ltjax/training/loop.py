@@ -127,6 +127,8 @@ class Experiment:
             self.sampler,
             int(self.config.data.batch_size),
             self.total_steps,
+            transform=self.dataset.train_transform,
+            seed=int(self.config.seed),
             num_workers=int(self.config.data.num_workers),
             read_threads=int(self.config.data.read_threads),
             prefetch_batches=int(self.config.data.prefetch_batches),
@@ -139,7 +141,7 @@ class Experiment:
 
         split = self.dataset.split(split_name)
         scores, valid = [], []
-        for batch in eval_batches(split, int(self.config.data.eval_batch_size)):
+        for batch in eval_batches(split, int(self.config.data.eval_batch_size), transform=self.dataset.eval_transform):
             g = to_global({"inputs": batch["inputs"], "valid": batch["valid"]}, self.batch_sharding)
             s = self.eval_step(params, batch_stats, g["inputs"])
             if jax.process_count() > 1:
