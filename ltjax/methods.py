@@ -80,16 +80,23 @@ def loss_method(name: str, loss_name: str, description: str, config_updates=None
                   config_updates=dict(config_updates or {}))
 
 
+CLASS_AWARE = {"data.sampler": "class_aware"}
+
 # The baselines of the seed papers' tables (REFERENCE section 3 gives formulas and defaults).
 for _method in (
     loss_method("bce", "bce", "binary cross-entropy (ERM)"),
     loss_method("rw", "rw", "BCE re-weighted per class by N / n_c (mode 'inv') or its square root"),
-    loss_method("rs", "bce", "ERM with class-aware re-sampling", config_updates={"data.sampler": "class_aware"}),
+    loss_method("rs", "bce", "ERM with class-aware re-sampling", config_updates=CLASS_AWARE),
     loss_method("focal", "focal", "focal loss (gamma 2, DB's balance factor 2)"),
     loss_method("cb_focal", "cb", "class-balanced focal loss (beta 0.9, average_w)", gamma=2.0, balance=2.0),
-    loss_method("r_bce", "db", "DB: re-balanced BCE only", ntr=False, focal=False),
-    loss_method("r_bce_ntr", "db", "DB: re-balanced BCE with negative-tolerant regularisation", focal=False),
-    loss_method("db_focal", "db", "distribution-balanced focal loss (all parts)"),
+    # DB's re-balanced weighting corrects the sampling frequencies of class-aware re-sampling, which
+    # the DB recipe always uses with it.
+    loss_method("r_bce", "db", "DB: re-balanced BCE only, with class-aware re-sampling",
+                config_updates=CLASS_AWARE, ntr=False, focal=False),
+    loss_method("r_bce_ntr", "db", "DB: re-balanced BCE with negative-tolerant regularisation, class-aware re-sampling",
+                config_updates=CLASS_AWARE, focal=False),
+    loss_method("db_focal", "db", "distribution-balanced focal loss (all parts), class-aware re-sampling",
+                config_updates=CLASS_AWARE),
     loss_method("asl", "asl", "asymmetric loss (gamma- 4, gamma+ 0, clip 0.05)"),
     loss_method("ldam", "ldam", "LDAM with multi-label margins C / n_c^(1/4) on a cosine head (s 30)",
                 config_updates={"model.head": "cosine"}),

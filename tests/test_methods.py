@@ -47,7 +47,7 @@ def test_method_configs_select_method_fields_and_sampler():
     rs = load_config(str(REPO / "configs" / "yeast.py:rs"))
     assert rs.method.name == "rs" and rs.data.sampler == "class_aware"
     db = load_config(str(REPO / "configs" / "synthetic_lt.py:r_bce_ntr"))
-    assert db.method.ntr is True and db.method.focal is False and db.data.sampler == "uniform"
+    assert db.method.ntr is True and db.method.focal is False and db.data.sampler == "class_aware"
     apply_overrides(db, [("method.kappa", "0.1")])
     assert db.method.kappa == 0.1
     with pytest.raises(ValueError, match="method.gamma_neg"):

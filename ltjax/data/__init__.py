@@ -9,10 +9,15 @@ import ml_collections
 
 from ltjax.data.base import DATASETS, ArraySplit, Dataset, DatasetMeta, make_meta
 from ltjax.data.groups import ClassGroups, class_groups
-from ltjax.data import synthetic, yeast  # noqa: F401  (registration)
+from ltjax.data import synthetic, voc_coco, yeast  # noqa: F401  (registration)
 
 # name -> function returning the dataset's own config fields (merged into config.data)
-_DEFAULTS = {"yeast": yeast.default_config, "synthetic_lt": synthetic.default_config}
+_DEFAULTS = {
+    "yeast": yeast.default_config,
+    "synthetic_lt": synthetic.default_config,
+    "voc_lt": voc_coco.voc_lt_default_config,
+    "coco_lt": voc_coco.coco_lt_default_config,
+}
 
 
 def dataset_defaults(name: str) -> ml_collections.ConfigDict:

@@ -1,0 +1,45 @@
+"""Any registered method on VOC-LT with the DB-loss recipe (REFERENCE section 2).
+
+arg: the method name (default "bce"), e.g. ``--config configs/voc_lt.py:db_focal``; the seed is
+``--config.seed``.  Needs a VOCdevkit (VOC2007 test + VOC2012 JPEGImages) under ``--config.data.root``
+or ``$LTJAX_DATA_DIR/VOCdevkit``; without it the run stops at once naming the missing files.
+
+Recipe: ResNet-50 (first stage frozen, BatchNorm in eval mode) + PFC neck (2048 -> 256, BN, dropout
+0.5) + linear head N(0, 0.01); 224 x 224 inputs with flip / photometric distortion / random crop;
+SGD lr 0.02, momentum 0.9, weight decay 1e-4, batch 32, clip 35, 500 warm-up steps from lr/3;
+with class-aware re-sampling (rs and the DB methods) 8 epochs with x0.1 at epochs 5 and 7, without it
+80 epochs with decays at 55 and 70.  DB hyper-parameters: the VOC setting (mu 0.3, lambda 5).
+The ImageNet initialisation of the backbone comes with the pretrained-weights loader (HMT-Net issue);
+until then the backbone starts from random weights.
+"""
+from ltjax.defaults import experiment_config
+
+DATASET = "voc_lt"
+
+
+def db_recipe(dataset: str, method: str):
+    c = experiment_config(dataset=dataset, model="resnet50", method=method)
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 64
+    c.optimizer.name = "sgd"
+    c.optimizer.lr = 0.02
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.grad_clip_norm = 35.0
+    c.schedule.name = "step"
+    c.schedule.warmup_steps = 500
+    c.schedule.warmup_init_factor = 1 / 3
+    c.schedule.decay_factor = 0.1
+    if c.data.sampler == "class_aware":
+        c.train.num_epochs = 8
+        c.schedule.decay_epochs = (5, 7)
+    else:
+        c.train.num_epochs = 80
+        c.schedule.decay_epochs = (55, 70)
+    c.train.log_every = 50
+    c.train.checkpoint_every = 500
+    return c
+
+
+def get_config(arg=None):
+    return db_recipe(DATASET, arg or "bce")
