@@ -309,6 +309,9 @@ def image_defaults() -> ml_collections.ConfigDict:
     c.photometric = True  # brightness / contrast / saturation / hue jitter
     c.crop_min_ratio = 0.8  # random crop keeps at least this fraction of each side (0 or 1: no crop)
     c.cache_images = False  # keep decoded images in memory (per process) so later epochs skip decoding
+    # The DB-loss code's photometric distortion also permutes the colour channels with probability
+    # 1/2; REFERENCE section 2 does not list it, so it is off by default (True = the code's recipe).
+    c.channel_swap = False
     return c
 
 
