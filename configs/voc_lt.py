@@ -9,8 +9,9 @@ Recipe: ResNet-50 (first stage frozen, BatchNorm in eval mode) + PFC neck (2048 
 SGD lr 0.02, momentum 0.9, weight decay 1e-4, batch 32, clip 35, 500 warm-up steps from lr/3;
 with class-aware re-sampling (rs and the DB methods) 8 epochs with x0.1 at epochs 5 and 7, without it
 80 epochs with decays at 55 and 70.  DB hyper-parameters: the VOC setting (mu 0.3, lambda 5).
-The ImageNet initialisation of the backbone comes with the pretrained-weights loader (HMT-Net issue);
-until then the backbone starts from random weights.
+The backbone starts from torchvision's ImageNet ResNet-50 weights given as
+``--config.model.pretrained=/path/to/resnet50-0676ba61.pth`` (or a .safetensors file; read without
+torch); left empty, it starts from random weights, which is not the published recipe.
 """
 from ltjax.defaults import experiment_config
 

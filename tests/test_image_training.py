@@ -50,3 +50,26 @@ def test_resnet_frozen_stages_and_norm_eval_through_sgd_steps():
     neck_b = before.batch_stats["backbone"]["neck"]
     neck_a = after.batch_stats["backbone"]["neck"]
     assert not np.allclose(jax.tree.leaves(neck_b)[0], jax.tree.leaves(neck_a)[0])
+
+
+def test_pretrained_backbone_is_loaded_into_a_fresh_run(tmp_path):
+    from test_pretrained import _random_state_dict, _save
+
+    from ltjax.models.pretrained import read_state_dict
+
+    path = str(tmp_path / "resnet18.safetensors")
+    _save(path, _random_state_dict(seed=3))
+    sd = read_state_dict(path)
+    c = experiment_config("synthetic_lt", "resnet18", "bce")
+    c.model.pretrained = path
+    c.data.batch_size = 8
+    c.mesh.data = 2
+    exp = Experiment(c, dataset=_image_dataset())
+    state = jax.device_get(exp.initial_state())
+    trunk = state.params["backbone"]["trunk"]
+    np.testing.assert_allclose(trunk["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_allclose(trunk["layer2_0"]["downsample_bn"]["scale"], sd["layer2.0.downsample.1.weight"])
+    np.testing.assert_allclose(state.batch_stats["backbone"]["trunk"]["bn1"]["var"], sd["bn1.running_var"])
+    it = exp.train_iterator()
+    new_state, m = exp.train_step(exp.initial_state(), to_global(next(it), exp.batch_sharding), exp.train_rng)
+    assert np.isfinite(float(m["loss"]))

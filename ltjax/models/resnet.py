@@ -190,6 +190,9 @@ def _defaults(name: str) -> ml_collections.ConfigDict:
     c.neck_dim = 256  # pfc output width
     c.neck_dropout = 0.5  # pfc dropout
     c.zero_init_residual = False  # zero the last BN scale of each residual block
+    # torchvision ImageNet weights for the backbone (a state-dict file: .pth or .safetensors, e.g.
+    # resnet50-0676ba61.pth); "" = random initialisation.  Loaded once, at the start of a fresh run.
+    c.pretrained = ""
     c.head = "linear"  # "linear" (N(0, 0.01) init, bias 0) | "cosine" (normalised, LDAM)
     return c
 

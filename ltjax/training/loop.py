@@ -99,7 +99,22 @@ class Experiment:
         )
 
     def initial_state(self):
-        return self._init(self.init_rng)
+        """The freshly initialised train state; with ``model.pretrained`` the backbone holds those weights."""
+        state = self._init(self.init_rng)
+        path = self.config.model.get("pretrained", "")
+        if not path:
+            return state
+        from ltjax.models.pretrained import load_pretrained_backbone
+
+        name = self.config.model.name
+        if not name.startswith("resnet"):
+            raise ValueError(f"model.pretrained is supported for the resnet models, not {name!r}")
+        host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        loaded = load_pretrained_backbone(host, os.path.expanduser(path), int(name[len("resnet"):]))
+        params = jax.device_put(loaded["params"], self.state_shardings.params)
+        batch_stats = jax.device_put(loaded["batch_stats"], self.state_shardings.batch_stats)
+        opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
+        return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
 
     def checkpoint_target(self):
         """The abstract pytree a checkpoint restores into (train state and PRNG key data)."""
