@@ -410,16 +410,21 @@ def build_voc_lt(data_cfg) -> Dataset:
     train = ImageListSplit(tuple(os.path.join(train_dir, f"{i}.jpg") for i in lt.ids), lt.labels)
     test = ImageListSplit(tuple(os.path.join(test_dir, f"{i}.jpg") for i in test_ids), test_labels)
     if cfg.verify_files:
-        _require_dir(VOC_NAME, train_dir, "VOC2012 image folder")
-        _require_dir(VOC_NAME, test_dir, "VOC2007 image folder")
-        _verify_images(VOC_NAME, "train", train.paths)
-        _verify_images(VOC_NAME, "test", test.paths)
+        _verify_splits(VOC_NAME, (train_dir, "VOC2012 image folder", train), (test_dir, "VOC2007 image folder", test))
     extra = {
         "protocol": "DB-loss VOC-LT: train = VOC-LT list (VOC2012 trainval), test = VOC2007 test; every object "
         "is a positive, difficult ones included; classes alphabetical",
         "test_source": "VOC2007/ImageSets/Main/test.txt + VOC2007/Annotations/<id>.xml",
     }
     return _finish(VOC_NAME, cfg, root, lt, train, test, extra)
+
+
+def _verify_splits(dataset: str, train: tuple, test: tuple) -> None:
+    """Both image folders exist and every listed image is there ((folder, what, split) per split)."""
+    for folder, what, _ in (train, test):
+        _require_dir(dataset, folder, what)
+    for split_name, (_, _, split) in (("train", train), ("test", test)):
+        _verify_images(dataset, split_name, split.paths)
 
 
 @DATASETS.register(COCO_NAME)
@@ -436,10 +441,8 @@ def build_coco_lt(data_cfg) -> Dataset:
     train = ImageListSplit(tuple(os.path.join(train_dir, coco_train_file_name(i)) for i in lt.ids), lt.labels)
     test = ImageListSplit(tuple(os.path.join(test_dir, f) for f in test_files), test_labels)
     if cfg.verify_files:
-        _require_dir(COCO_NAME, train_dir, "COCO train2017 image folder")
-        _require_dir(COCO_NAME, test_dir, "COCO val2017 image folder")
-        _verify_images(COCO_NAME, "train", train.paths)
-        _verify_images(COCO_NAME, "test", test.paths)
+        _verify_splits(COCO_NAME, (train_dir, "COCO train2017 image folder", train),
+                       (test_dir, "COCO val2017 image folder", test))
     extra = {
         "protocol": "DB-loss COCO-LT: train = COCO-LT list (train2017), test = val2017; every annotation is a "
         "positive, crowd included; classes in sorted category-id order",
