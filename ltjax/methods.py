@@ -106,5 +106,10 @@ for _method in (
     METHODS.add(_method.name, _method)
 
 
+from ltjax import hmt as _hmt  # noqa: E402  (HMT-Net registers itself here)
+
+_hmt.register()
+
+
 def method_defaults(name: str) -> ml_collections.ConfigDict:
     return METHODS.get(name).defaults()
