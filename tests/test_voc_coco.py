@@ -391,13 +391,14 @@ def test_transforms_decode_to_float_images(name, voc, coco):
     assert batch["inputs"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) and batch["labels"].shape[0] == 4
 
 
-def test_voc_lt_db_focal_trains_and_evaluates_through_the_cli(voc_root, tmp_path):
-    """configs/voc_lt.py end to end on the fixture VOCdevkit (small images, ResNet-18, a few steps)."""
+@pytest.mark.parametrize("spec, method", [("configs/voc_lt.py:db_focal", "db_focal"), ("configs/hmt_voc.py", "hmt")])
+def test_voc_lt_configs_train_and_evaluate_through_the_cli(voc_root, tmp_path, spec, method):
+    """The VOC-LT configs end to end on the fixture VOCdevkit (small images, ResNet-18, a few steps)."""
     from helpers import run_module
 
     workdir = str(tmp_path / "run")
     r = run_module(
-        "ltjax.train", "--config", "configs/voc_lt.py:db_focal", "--workdir", workdir,
+        "ltjax.train", "--config", spec, "--workdir", workdir,
         f"--config.data.root={voc_root}", "--config.data.image_size=32", "--config.model.name=resnet18",
         "--config.data.batch_size=8", "--config.data.eval_batch_size=16", "--config.train.steps_per_epoch=2",
         "--config.train.num_epochs=1", "--config.schedule.warmup_steps=1", "--config.train.progress_bar=off",
@@ -408,4 +409,4 @@ def test_voc_lt_db_focal_trains_and_evaluates_through_the_cli(voc_root, tmp_path
     report = json.load(open(os.path.join(workdir, "eval.json")))
     test_ids = (voc_root / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text().split()
     assert report["num_examples"] == len(test_ids)
-    assert report["dataset"] == "voc_lt" and report["method"] == "db_focal"
+    assert report["dataset"] == "voc_lt" and report["method"] == method
