@@ -12,23 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-
-def _run(spec, workdir, seed, overrides):
-    cmd = [sys.executable, "-m", "ltjax.train", "--config", spec, "--workdir", workdir, f"--config.seed={seed}",
-           *overrides, "--config.train.progress_bar=off"]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(workdir, "eval.json")) as f:
-        return json.load(f)
-
-
-def _cell(stat):
-    if stat is None or stat["mean"] is None:
-        return "n/a"
-    return f"{100 * stat['mean']:.2f}" + ("" if stat["std"] is None else f" ± {100 * stat['std']:.2f}")
+from seed_runs import format_cell as _cell, train_and_read_eval as _run
 
 
 def main(argv=None):

@@ -14,22 +14,16 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
+
+from seed_runs import format_cell as _cell, train_and_read_eval
 
 
 def _name(spec: str) -> str:
     path, _, arg = spec.partition(":")
     base = os.path.splitext(os.path.basename(path))[0]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{base}_{arg}" if arg else base)
-
-
-def _cell(stats) -> str:
-    if stats is None or stats["mean"] is None:
-        return "n/a"
-    mean = 100 * stats["mean"]
-    return f"{mean:.2f}" if stats["std"] is None else f"{mean:.2f} ± {100 * stats['std']:.2f}"
 
 
 def main(argv=None):
@@ -51,14 +45,9 @@ def main(argv=None):
         reports, walls = [], []
         for seed in args.seeds:
             workdir = os.path.join(args.workdir, name, f"seed_{seed}")
-            cmd = [sys.executable, "-m", "ltjax.train", "--config", spec, "--workdir", workdir,
-                   f"--config.seed={seed}", *overrides, "--config.train.progress_bar=off"]
-            print("$", " ".join(cmd[1:]), flush=True)
             t = time.time()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            reports.append(train_and_read_eval(spec, workdir, seed, overrides))
             walls.append(time.time() - t)
-            with open(os.path.join(workdir, "eval.json")) as f:
-                reports.append(json.load(f))
         summary = summarize_runs(reports)
         rows.append((name, reports[0], summary, walls))
         runs[name] = {"spec": spec, "wall_s": walls, "summary": summary, "reports": reports}
