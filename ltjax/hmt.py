@@ -104,7 +104,7 @@ def _nonempty_groups(meta):
 
 def build_hmt(config, meta, dtype) -> HMTNet:
     """HMT-Net on the backbone of ``config.model`` (any registered model) for the dataset ``meta``."""
-    base = models.build_model(config.model, meta.num_classes, meta.input_shape, dtype)
+    base = models.build_model(config.model, meta.num_classes, meta.input_shape, dtype, vocab_size=meta.vocab_size)
     names, indices = _nonempty_groups(meta)
     all_sigmas = dict(zip(meta.groups.names, group_sigmas(meta.class_counts, meta.groups, config.method.lam)))
     return HMTNet(

@@ -50,7 +50,7 @@ METHODS: Registry[Method] = Registry("method")
 
 def standard_model(config, meta, dtype) -> nn.Module:
     """The model named by config.model on the dataset's classes and input shape."""
-    return models.build_model(config.model, meta.num_classes, meta.input_shape, dtype)
+    return models.build_model(config.model, meta.num_classes, meta.input_shape, dtype, vocab_size=meta.vocab_size)
 
 
 def sigmoid_scores(outputs: dict) -> jax.Array:

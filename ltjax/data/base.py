@@ -62,6 +62,8 @@ class DatasetMeta:
     input_shape: tuple[int, ...]  # shape of one example's inputs
     input_kind: str = "features"  # "features" | "image" | "text"
     info: dict = dataclasses.field(default_factory=dict)  # provenance, split rule, ...
+    input_dtype: str = "float32"  # dtype of a transformed example's inputs ("int32" for token ids)
+    vocab_size: int = 0  # text datasets: number of token ids (0 = not text)
 
     @property
     def num_classes(self) -> int:
@@ -76,6 +78,8 @@ class DatasetMeta:
             "groups": self.groups.to_dict(),
             "input_shape": list(self.input_shape),
             "input_kind": self.input_kind,
+            "input_dtype": self.input_dtype,
+            "vocab_size": int(self.vocab_size),
             "info": self.info,
         }
 

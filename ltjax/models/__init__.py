@@ -28,8 +28,9 @@ class ModelSpec:
     """How to configure, build and freeze one model.
 
     ``defaults()`` returns all of the model's config fields (``name`` included);
-    ``build(model_cfg, num_classes, input_shape, dtype)`` returns the module (``input_shape`` is one
-    example's shape, without the batch axis; ``dtype`` the compute dtype);
+    ``build(model_cfg, num_classes, input_shape, dtype, vocab_size=0)`` returns the module
+    (``input_shape`` is one example's shape, without the batch axis; ``dtype`` the compute dtype;
+    ``vocab_size`` the number of token ids of a text dataset, 0 otherwise);
     ``trainable_mask(model_cfg, params)`` returns a bool pytree shaped like ``params``, False for
     frozen parameters (the optimizer excludes them from updates and weight decay).
     """
@@ -58,9 +59,11 @@ def model_defaults(name: str) -> ml_collections.ConfigDict:
     return MODELS.get(name).defaults()
 
 
-def build_model(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32) -> nn.Module:
+def build_model(
+    model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32, vocab_size: int = 0
+) -> nn.Module:
     """The module selected by ``model_cfg.name``; fields missing from ``model_cfg`` take their defaults."""
-    return MODELS.get(_name_of(model_cfg)).build(model_cfg, num_classes, input_shape, dtype)
+    return MODELS.get(_name_of(model_cfg)).build(model_cfg, num_classes, input_shape, dtype, vocab_size=vocab_size)
 
 
 def trainable_mask(model_cfg, params) -> Any:

@@ -93,7 +93,7 @@ def defaults() -> ml_collections.ConfigDict:
     return c
 
 
-def build(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32) -> nn.Module:
+def build(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32, vocab_size: int = 0) -> nn.Module:
     """``Classifier(Backbone(MLP), LinearHead)`` for inputs of shape ``input_shape == (D_in,)``."""
     cfg = resolve_model_config(model_cfg, defaults())
     num_classes = check_num_classes(num_classes)

@@ -255,12 +255,12 @@ def defaults50() -> ml_collections.ConfigDict:
     return _defaults("resnet50")
 
 
-def build18(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32) -> nn.Module:
+def build18(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32, vocab_size: int = 0) -> nn.Module:
     """ResNet-18 (BasicBlock) + neck + ``LinearHead`` for NHWC images of shape ``input_shape``."""
     return _build(18, model_cfg, num_classes, input_shape, dtype)
 
 
-def build50(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32) -> nn.Module:
+def build50(model_cfg, num_classes: int, input_shape: tuple, dtype: Any = jnp.float32, vocab_size: int = 0) -> nn.Module:
     """ResNet-50 (Bottleneck) + neck + ``LinearHead`` for NHWC images of shape ``input_shape``."""
     return _build(50, model_cfg, num_classes, input_shape, dtype)
 

@@ -66,7 +66,7 @@ class Experiment:
         self.steps_per_epoch = int(config.train.steps_per_epoch) or math.ceil(self.sampler.epoch_length / batch)
         self.total_steps = int(config.train.num_epochs) * self.steps_per_epoch
         self.schedule = learning_rate_schedule(config.optimizer, config.schedule, self.steps_per_epoch, self.total_steps)
-        example = np.zeros((1, *self.meta.input_shape), np.float32)
+        example = np.zeros((1, *self.meta.input_shape), self.meta.input_dtype)
         rng = jax.random.key(int(config.seed))
         self.init_rng, self.train_rng = jax.random.split(rng)
 
