@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import ml_collections
 
+from ltjax.errors import UserError
+
 __all__ = [
     "CONFIG_FILENAME",
     "CLIArgs",
@@ -54,7 +56,7 @@ _OVERRIDE_PREFIX = "--config."
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A mistake in a config file, a command-line flag or an override; the message says how to fix it."""
 
 
@@ -727,11 +729,12 @@ def load_saved_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 @contextlib.contextmanager
 def exit_on_config_error() -> Iterator[None]:
-    """Inside this block a :class:`ConfigError` prints ``error: <message>`` to stderr and exits
-    with status 2 (no traceback); every other exception propagates unchanged."""
+    """Inside this block a :class:`ConfigError` or any other :class:`ltjax.errors.UserError` (missing
+    dataset files, a missing optional package, ...) prints ``error: <message>`` to stderr and exits with
+    status 2 (no traceback); every other exception propagates unchanged."""
     try:
         yield
-    except ConfigError as e:
+    except UserError as e:
         sys.stdout.flush()
         print(f"error: {e}", file=sys.stderr)
         sys.stderr.flush()

@@ -9,6 +9,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ltjax-test-xla-")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+# Prepared (array_record) dataset copies go to a session folder, never to ~/tensorflow_datasets.
+if "TFDS_DATA_DIR" not in os.environ or not os.environ.get("LTJAX_TESTS_KEEP_TFDS_DIR"):
+    import tempfile
+
+    os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="ltjax-test-tfds-")
 
 import json  # noqa: E402
 import pathlib  # noqa: E402

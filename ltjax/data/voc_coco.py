@@ -33,9 +33,13 @@ Missing files raise :class:`DatasetFilesError` (a ``FileNotFoundError``) naming 
 dataset, the expected layout and how to point ltjax at the data.  With ``data.verify_files`` (default)
 every image of both splits is checked to exist at build time (``os.path.isfile`` only; no decoding).
 
-Splits hold image paths, not pixels: ``split[i]`` is ``{"inputs": absolute path str, "labels": float32
-[C]}`` and ``split.labels`` the [N, C] matrix.  ``Dataset.train_transform`` / ``eval_transform`` (from
-:mod:`ltjax.data.images`) decode, resize and augment.  Class counts n_c and the head/medium/tail groups
+The two builders read the lists and annotations into a :class:`~ltjax.data.sources.Source` (ids, image
+paths, labels) and :func:`~ltjax.data.sources.dataset_from_source` does the rest: with
+``data.storage="array_record"`` (default) the images (encoded, as on disk) and labels are written once by
+a tensorflow-datasets builder into array_record files (:mod:`ltjax.data.prepared`) and read from there;
+with ``data.storage="files"`` the splits read the JPEGs in place (``split[i]["inputs"]`` is the absolute
+path).  ``Dataset.train_transform`` / ``eval_transform`` (from :mod:`ltjax.data.images`) decode, resize
+and augment.  Class counts n_c and the head/medium/tail groups
 come from the TRAINING labels, so the default thresholds reproduce the published splits (VOC-LT 6/6/8,
 COCO-LT 22/33/25).  Dataset fields (``voc_lt_default_config()`` / ``coco_lt_default_config()``) are read
 from ``config.data``; a field that is absent there takes its default.
@@ -52,7 +56,9 @@ from importlib import resources
 import ml_collections
 import numpy as np
 
-from ltjax.data.base import DATASETS, Dataset, make_meta
+from ltjax.data.base import DATASETS, Dataset
+from ltjax.data.sources import with_defaults
+from ltjax.errors import UserError
 
 VOC_NAME = "voc_lt"
 COCO_NAME = "coco_lt"
@@ -88,7 +94,7 @@ _LAYOUT = {
 }
 
 
-class DatasetFilesError(FileNotFoundError):
+class DatasetFilesError(FileNotFoundError, UserError):
     """A file or folder a VOC-LT / COCO-LT build needs is missing; the message says what and where."""
 
 
@@ -346,59 +352,53 @@ def coco_train_file_name(image_id: str) -> str:
 
 
 def _default_config() -> ml_collections.ConfigDict:
-    from ltjax.data.images import image_defaults
+    from ltjax.data.sources import source_defaults
 
     c = ml_collections.ConfigDict()
     c.root = ""  # data root; "" = $LTJAX_DATA_DIR/<VOCdevkit|coco>, else ~/data/<VOCdevkit|coco>
-    c.update(image_defaults())  # image_size, augment, flip_prob, photometric, crop_min_ratio, cache_images
+    c.update(source_defaults("image"))  # storage, prepared_dir and the image fields
     c.verify_files = True  # check at build time that every image of both splits exists
     return c
 
 
 def voc_lt_default_config() -> ml_collections.ConfigDict:
-    """The ``voc_lt`` fields of ``config.data``: root (a VOCdevkit folder), the image fields, verify_files."""
+    """The ``voc_lt`` fields of ``config.data``: root (a VOCdevkit folder), storage, the image fields, verify_files."""
     return _default_config()
 
 
 def coco_lt_default_config() -> ml_collections.ConfigDict:
-    """The ``coco_lt`` fields of ``config.data``: root (a COCO 2017 folder), the image fields, verify_files."""
+    """The ``coco_lt`` fields of ``config.data``: root (a COCO 2017 folder), storage, the image fields, verify_files."""
     return _default_config()
 
 
-def _with_defaults(data_cfg, defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """An unlocked copy of ``data_cfg`` with every absent dataset field filled from ``defaults``."""
-    out = ml_collections.ConfigDict(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg))
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = value
-    return out
-
-
 def _finish(name: str, cfg, root: str, lt: LongTailList, train: ImageListSplit, test: ImageListSplit, extra: dict):
-    from ltjax.data.images import ImageTransform
+    from ltjax.data.sources import Source, SourceSplit, dataset_from_source
 
-    size = int(cfg.image_size)
     info = {
         "root": root,
         "train_list": f"ltjax/data/lists/{name}_train.txt (sha256 {lt.sha256})",
         "list_origin": LIST_ORIGIN,
-        "sizes": {"train": len(train), "test": len(test)},
         "test_images_without_labels": int((test.labels.sum(axis=1) == 0).sum()),
         **extra,
     }
-    meta = make_meta(name, lt.class_names, train.labels, cfg.groups, (size, size, 3), input_kind="image", info=info)
-    return Dataset(
-        meta=meta,
-        splits={"train": train, "test": test},
-        train_transform=ImageTransform.from_config(cfg, train=True),
-        eval_transform=ImageTransform.from_config(cfg, train=False),
+    test_ids = tuple(os.path.splitext(os.path.basename(p))[0] for p in test.paths)
+    source = Source(
+        name=name,
+        kind="image",
+        class_names=lt.class_names,
+        splits={
+            "train": SourceSplit(lt.ids, train.paths, train.labels),
+            "test": SourceSplit(test_ids, test.paths, test.labels),
+        },
+        info=info,
     )
+    return dataset_from_source(source, cfg)
 
 
 @DATASETS.register(VOC_NAME)
 def build_voc_lt(data_cfg) -> Dataset:
     """VOC-LT: the 1,142-image VOC2012 list for training, VOC2007 test for testing (module docstring)."""
-    cfg = _with_defaults(data_cfg, voc_lt_default_config())
+    cfg = with_defaults(data_cfg, voc_lt_default_config())
     root = resolve_root(VOC_NAME, cfg.root)
     _require_dir(VOC_NAME, root, "data root (a VOCdevkit folder)")
     lt = load_list(VOC_NAME)
@@ -430,7 +430,7 @@ def _verify_splits(dataset: str, train: tuple, test: tuple) -> None:
 @DATASETS.register(COCO_NAME)
 def build_coco_lt(data_cfg) -> Dataset:
     """COCO-LT: the 1,909-image train2017 list for training, val2017 for testing (module docstring)."""
-    cfg = _with_defaults(data_cfg, coco_lt_default_config())
+    cfg = with_defaults(data_cfg, coco_lt_default_config())
     root = resolve_root(COCO_NAME, cfg.root)
     _require_dir(COCO_NAME, root, "data root (a COCO 2017 folder)")
     lt = load_list(COCO_NAME)

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ltjax.config import ConfigError
+
 # Environment variables that mark a multi-process launch (jax's own cluster detection covers SLURM,
 # Open MPI, Kubernetes/GKE and Cloud TPU; these cover torchrun-style and explicit launches).
 _LAUNCH_ENV = ("LTJAX_COORDINATOR", "LTJAX_NUM_PROCESSES", "LTJAX_PROCESS_ID")
@@ -47,18 +49,18 @@ def make_mesh(mesh_cfg) -> Mesh:
     model = int(mesh_cfg.model)
     data = int(mesh_cfg.data)
     if model < 1:
-        raise ValueError(f"mesh.model must be >= 1, got {model}")
+        raise ConfigError(f"mesh.model must be >= 1, got {model}")
     if data == -1:
         if n % model:
-            raise ValueError(f"mesh.model={model} does not divide the {n} available devices")
+            raise ConfigError(f"mesh.model={model} does not divide the {n} available devices")
         data = n // model
     if data < 1 or data * model > n:
-        raise ValueError(
+        raise ConfigError(
             f"mesh.data * mesh.model = {data} * {model} = {data * model}, but {n} devices are available; "
             "set mesh.data=-1 to use all of them"
         )
     if data * model < n and jax.process_count() > 1:
-        raise ValueError("with several processes the mesh must use every device: set mesh.data=-1")
+        raise ConfigError("with several processes the mesh must use every device: set mesh.data=-1")
     # jax.devices() is ordered by process, so each process owns a contiguous block of the data axis.
     # An explicit smaller mesh (data * model < devices) uses the first devices.
     return Mesh(np.asarray(devices[: data * model]).reshape(data, model), ("data", "model"))
