@@ -3,7 +3,8 @@
 This module owns every number the evaluator reports: per-class average precision (AP) and ROC AUC,
 micro/macro F1 at a threshold, the extreme-classification ranking metrics P@k and nDCG@k, and
 :func:`evaluate`, which assembles them into one JSON-serialisable report with head / medium / tail
-group means.  Presentation of reports (tables, plots, multi-seed summaries) lives in ``ltjax.report``.
+group means, and the ODIR-5K challenge scores (:func:`odir_scores`, numpy, on request of the dataset).
+Presentation of reports (tables, plots, multi-seed summaries) lives in ``ltjax.report``.
 
 Conventions: ``scores`` is an ``[N, C]`` float array (any monotone score: logits or probabilities),
 ``labels`` an ``[N, C]`` array with values in {0, 1}; numpy or JAX arrays are accepted.  The array
@@ -40,6 +41,7 @@ __all__ = [
     "precision_at_k",
     "ndcg_at_k",
     "evaluate",
+    "odir_scores",
 ]
 
 # Elements (classes x examples) handled by one vmapped batch of the ranking kernel; bounds memory to
@@ -423,6 +425,73 @@ def ndcg_at_k(scores, labels, k: int) -> jax.Array:
     s, y = _check_pair(scores, labels)
     k = _check_k(k, s.shape[1])
     return _topk_jit(s, y, ks=(k,))[k][1]
+
+
+# ------------------------------------------------------------------------------------------------
+# ODIR-5K challenge scores
+# ------------------------------------------------------------------------------------------------
+def odir_scores(labels, scores, threshold: float = 0.5) -> dict:
+    """The official ODIR-5K evaluation (ODIR 2019 challenge, ``ODIR_Metrics``), in numpy.
+
+    Note the argument order: ``labels`` first (as the official code's ``gt, pr``).  Labels [N, C] 0/1
+    and scores [N, C] (probabilities: the threshold is on their scale) are flattened over examples
+    and classes into one binary problem; with ``pred = scores > threshold`` (strictly greater):
+
+    * ``kappa``: Cohen's kappa of the flattened labels vs ``pred`` (``sklearn.metrics.cohen_kappa_score``);
+    * ``f1``: ``sklearn.metrics.f1_score(labels, pred, average="micro")`` as the official code calls it.
+      On a flattened 0/1 vector sklearn's micro average counts both classes, so this number equals
+      the ACCURACY of ``pred`` over all N x C entries, not the F1 of the positive class;
+    * ``f1_binary``: the F1 of the positive class, 2TP / (2TP + FP + FN) (``f1_score(labels, pred)``,
+      = the multi-label micro-F1 at this threshold); not part of the final score;
+    * ``auc``: ROC AUC of the flattened labels vs the flattened scores (ties count 1/2, as
+      ``roc_auc_score``);
+    * ``final``: (kappa + f1 + auc) / 3, the challenge's final score.
+
+    Undefined values are None: kappa when the expected disagreement is 0 (labels and predictions
+    constant and equal), AUC when the labels hold only one class, final when either is undefined.
+    """
+    y = np.asarray(labels)
+    s = np.asarray(scores)
+    if y.shape != s.shape or y.ndim != 2 or y.size == 0:
+        raise ValueError(
+            f"odir_scores needs labels and scores of the same non-empty [N, C] shape, got {y.shape} and {s.shape}"
+        )
+    if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer) or s.dtype == np.bool_):
+        raise TypeError(f"scores must be a real numeric array, got dtype {s.dtype}")
+    raw = s.ravel()
+    s = raw.astype(np.float64)
+    if not np.isfinite(s).all():
+        raise ValueError(f"scores contain {int((~np.isfinite(s)).sum())} NaN or infinite value(s)")
+    y = y.ravel()
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must contain only 0 and 1 (multi-hot)")
+    y = y.astype(bool)
+    threshold = float(threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    pred = raw > threshold  # in the scores' own dtype (numpy casts the Python float), as the official code
+    n = int(y.size)
+    pos, npred = int(y.sum()), int(pred.sum())
+    tp = int((y & pred).sum())
+    disagree = (pos - tp) + (npred - tp)  # FN + FP
+    # kappa = 1 - observed / expected disagreement; expected count = (pos * (n - npred) + (n - pos) * npred) / n
+    expected = pos * (n - npred) + (n - pos) * npred
+    kappa = 1.0 - n * disagree / expected if expected > 0 else None
+    f1 = 1.0 - disagree / n
+    f1_binary = 2 * tp / (2 * tp + disagree) if (2 * tp + disagree) > 0 else 0.0
+    neg = n - pos
+    if pos and neg:
+        _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+        ends = np.cumsum(counts)
+        mid_rank = (ends - counts + 1 + ends) / 2.0  # 1-based mean rank of each distinct score
+        rank_sum = float(mid_rank[inverse.ravel()][y].sum())
+        auc = (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
+    else:
+        auc = None
+    final = (kappa + f1 + auc) / 3.0 if kappa is not None and auc is not None else None
+    return {
+        "kappa": kappa, "f1": f1, "auc": auc, "final": final, "f1_binary": f1_binary, "threshold": threshold,
+    }
 
 
 # ------------------------------------------------------------------------------------------------

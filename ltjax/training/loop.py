@@ -185,6 +185,8 @@ def evaluate_and_report(exp: Experiment, params, batch_stats, workdir: str, step
         top_k=tuple(int(k) for k in cfg.eval.top_k),
     )
     result.update({"step": int(step), "split": cfg.eval.split, "dataset": exp.meta.name, "method": cfg.method.name})
+    if "odir" in exp.meta.info.get("extra_metrics", ()):  # the ODIR-5K challenge scores (metrics.odir_scores)
+        result["odir"] = metrics.odir_scores(labels, scores, threshold=float(cfg.eval.threshold))
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         tmp = os.path.join(workdir, "eval.json.tmp")
@@ -194,6 +196,10 @@ def evaluate_and_report(exp: Experiment, params, batch_stats, workdir: str, step
         report.plot_ap_vs_frequency(result, os.path.join(workdir, "ap_vs_frequency.png"))
         title = f"{cfg.method.name} on {exp.meta.name} ({cfg.eval.split} split, step {step})"
         print(report.format_table(result, title=title), flush=True)
+        if "odir" in result:
+            o = result["odir"]
+            cells = ", ".join(f"{k} {'n/a' if o[k] is None else f'{o[k]:.4f}'}" for k in ("kappa", "f1", "auc", "final"))
+            print(f"ODIR scores (threshold {o['threshold']:g}): {cells}", flush=True)
         if log is not None:
             scalars = {"mAP": result["mAP"]}
             scalars.update({f"mAP_{g}": v for g, v in result["group_mAP"].items() if v is not None})
