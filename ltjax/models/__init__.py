@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltjax.models import mlp, resnet
+from ltjax.models import text  # 'text_pool', 'text_bilstm'
 from ltjax.models.classifier import Backbone, Classifier
 from ltjax.models.heads import LinearHead
 from ltjax.models.mlp import MLP
@@ -44,6 +45,8 @@ MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.add("mlp", ModelSpec(mlp.defaults, mlp.build, mlp.trainable_mask))
 MODELS.add("resnet18", ModelSpec(resnet.defaults18, resnet.build18, resnet.trainable_mask18))
 MODELS.add("resnet50", ModelSpec(resnet.defaults50, resnet.build50, resnet.trainable_mask50))
+MODELS.add("text_pool", ModelSpec(text.pool_defaults, text.build_pool, text.pool_trainable_mask))
+MODELS.add("text_bilstm", ModelSpec(text.bilstm_defaults, text.build_bilstm, text.bilstm_trainable_mask))
 
 
 def _name_of(model_cfg) -> str:
