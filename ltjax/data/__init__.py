@@ -9,7 +9,9 @@ import ml_collections
 
 from ltjax.data.base import DATASETS, ArraySplit, Dataset, DatasetMeta, make_meta
 from ltjax.data.groups import ClassGroups, class_groups
-from ltjax.data import synthetic, voc_coco, yeast  # noqa: F401  (registration)
+from ltjax.data import medical, synthetic, voc_coco, yeast  # noqa: F401  (registration)
+from ltjax.data import text_corpora  # noqa: F401  (registration)
+from ltjax.data import custom  # noqa: F401  (registration)
 
 # name -> function returning the dataset's own config fields (merged into config.data)
 _DEFAULTS = {
@@ -17,6 +19,11 @@ _DEFAULTS = {
     "synthetic_lt": synthetic.default_config,
     "voc_lt": voc_coco.voc_lt_default_config,
     "coco_lt": voc_coco.coco_lt_default_config,
+    "chestxray14": medical.chestxray14_default_config,
+    "odir5k": medical.odir5k_default_config,
+    "custom": custom.default_config,
+    "text_lines": text_corpora.text_lines_default_config,
+    "text_jsonl": text_corpora.text_jsonl_default_config,
 }
 
 
