@@ -434,3 +434,20 @@ def test_array_record_storage_holds_the_same_examples(name, voc, coco, voc_root,
             assert os.path.basename(b[i]["inputs"]).startswith(rec_id.zfill(12) if name == "coco_lt" else rec_id)
     again = build_dataset(data_config(name, root, storage="array_record", prepared_dir=str(tmp_path / "prep")))
     assert not again.meta.info["prepared"]["written_now"]
+
+
+def test_hmt_coco_config_reaches_the_coco_lt_builder(coco_root, coco_meta):
+    """configs/hmt_coco.py as shipped (array_record storage) builds COCO-LT with the published 22/33/25."""
+    from helpers import REPO
+
+    from ltjax.config import load_config
+
+    c = load_config(str(REPO / "configs" / "hmt_coco.py"))
+    assert c.data.name == "coco_lt" and c.method.name == "hmt" and c.data.storage == "array_record"
+    c.unlock()
+    c.data.root = str(coco_root)
+    ds = build_dataset(c.data)
+    assert ds.meta.groups.sizes() == {"head": 22, "medium": 33, "tail": 25}
+    np.testing.assert_array_equal(ds.meta.class_counts, coco_meta["class_freq"])
+    assert ds.meta.info["prepared"]["path"].startswith(os.environ["TFDS_DATA_DIR"])
+    assert ds.meta.input_shape == (c.data.image_size, c.data.image_size, 3)
