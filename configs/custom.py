@@ -20,7 +20,8 @@ Example::
     python -m ltjax.train --config configs/custom.py:db_focal --workdir runs/mine \\
         --config.data.manifest=/data/mine/labels.csv --config.data.group_column=patient
 """
-from ltjax.defaults import experiment_config
+import text  # the sibling configs/text.py (the text recipe)
+import voc_lt  # the sibling configs/voc_lt.py (the DB-loss image recipe)
 
 DATASET = "custom"
 TEXT_MODELS = ("text_pool", "text_bilstm")
@@ -44,44 +45,10 @@ def parse_arg(arg):
 
 def get_config(arg=None):
     method, kind, model = parse_arg(arg)
-    c = experiment_config(dataset=DATASET, model=model, method=method)
-    c.data.kind = kind
     if kind == "image":
+        c = voc_lt.db_recipe(DATASET, method, model)  # the DB-loss image recipe
         c.data.image_size = 224
-        c.data.batch_size = 32
-        c.data.eval_batch_size = 64
-        c.optimizer.name = "sgd"
-        c.optimizer.lr = 0.02
-        c.optimizer.momentum = 0.9
-        c.optimizer.weight_decay = 1e-4
-        c.optimizer.grad_clip_norm = 35.0
-        c.schedule.name = "step"
-        c.schedule.warmup_steps = 500
-        c.schedule.warmup_init_factor = 1 / 3
-        c.schedule.decay_factor = 0.1
-        if c.data.sampler == "class_aware":
-            c.train.num_epochs, c.schedule.decay_epochs = 8, (5, 7)
-        else:
-            c.train.num_epochs, c.schedule.decay_epochs = 80, (55, 70)
-        c.train.log_every = 50
-        c.train.checkpoint_every = 500
     else:
-        c.data.batch_size = 64
-        c.data.eval_batch_size = 256
-        c.data.max_length = 500
-        c.data.min_freq = 2
-        if model == "text_pool":
-            c.model.embed_dim = 128
-            c.model.hidden = (256,)
-            c.model.dropout = 0.3
-        c.optimizer.name = "adamw"
-        c.optimizer.lr = 1e-3
-        c.optimizer.weight_decay = 0.0
-        c.optimizer.grad_clip_norm = 0.0
-        c.schedule.name = "constant"
-        c.schedule.warmup_steps = 100
-        c.schedule.warmup_init_factor = 0.1
-        c.train.num_epochs = 20
-        c.train.log_every = 100
-        c.train.checkpoint_every = 1000
+        c = text.httn_recipe(DATASET, method, model)  # the recipe of configs/text.py
+    c.data.kind = kind
     return c

@@ -39,9 +39,9 @@ def parse_arg(arg):
     return (methods or ["bce"])[0], (formats or ["text_lines"])[0], (models or ["text_pool"])[0]
 
 
-def get_config(arg=None):
-    method, fmt, model = parse_arg(arg)
-    c = experiment_config(dataset=fmt, model=model, method=method)
+def httn_recipe(dataset: str, method: str, model: str):
+    """The text recipe (module docstring) for any text dataset, method and text model."""
+    c = experiment_config(dataset=dataset, model=model, method=method)
     c.data.batch_size = 64
     c.data.eval_batch_size = 256
     c.data.max_length = 500
@@ -61,3 +61,8 @@ def get_config(arg=None):
     c.train.log_every = 100
     c.train.checkpoint_every = 1000
     return c
+
+
+def get_config(arg=None):
+    method, fmt, model = parse_arg(arg)
+    return httn_recipe(fmt, method, model)

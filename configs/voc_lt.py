@@ -18,8 +18,9 @@ from ltjax.defaults import experiment_config
 DATASET = "voc_lt"
 
 
-def db_recipe(dataset: str, method: str):
-    c = experiment_config(dataset=dataset, model="resnet50", method=method)
+def db_recipe(dataset: str, method: str, model: str = "resnet50"):
+    """The DB-loss image recipe (module docstring) for any image dataset, method and backbone."""
+    c = experiment_config(dataset=dataset, model=model, method=method)
     c.data.batch_size = 32
     c.data.eval_batch_size = 64
     c.optimizer.name = "sgd"
