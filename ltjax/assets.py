@@ -340,6 +340,12 @@ def fetch(name_or_asset: str | Asset) -> pathlib.Path:
 # ---- command line ---------------------------------------------------------------------------
 
 
+def _import_registering_modules() -> None:
+    """Datasets and models register their assets where they are defined; import them all."""
+    import ltjax.data  # noqa: F401
+    import ltjax.models  # noqa: F401
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ltjax.assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -347,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_fetch = sub.add_parser("fetch", help="fetch assets and print their paths")
     p_fetch.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
+    _import_registering_modules()
 
     if args.command == "list":
         print(f"cache: {cache_dir()}")
