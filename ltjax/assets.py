@@ -373,4 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module: datasets and models register their assets into
+    # ltjax.assets.ASSETS, not into this __main__ copy of the module.
+    from ltjax.assets import main as _main
+
+    sys.exit(_main())
