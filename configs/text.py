@@ -3,7 +3,9 @@
 arg: ``METHOD[,FORMAT][,MODEL]`` (comma-separated, in any order; ':' cannot separate them, the config
 loader splits the spec at the last ':'): a method name (default "bce"), the file format, ``text_lines``
 (default; the AAPD / RCV1 release: ``text_{split}`` + ``label_{split}`` line files) or ``text_jsonl``
-(``{split}.jsonl``), and the model, ``text_pool`` (default) or ``text_bilstm`` (the HTTN extractor), e.g.
+(``{split}.jsonl``), and the model, ``text_pool`` (default), ``text_bilstm`` (the HTTN extractor) or
+``minilm`` (the frozen pretrained all-MiniLM-L6-v2 encoder, fetched offline; sets
+``data.tokenizer=minilm`` and 256 word pieces), e.g.
 ``--config configs/text.py:hmt`` or ``--config configs/text.py:db_focal,text_jsonl,text_bilstm``.
 The files are read from ``--config.data.root`` (or ``$LTJAX_DATA_DIR/<format>``); see
 ``ltjax/data/text_corpora.py`` for the layouts.
@@ -22,7 +24,7 @@ nDCG@1/3/5 and micro/macro-F1 at 0.5 (``eval.top_k``, ``eval.threshold``).
 from ltjax.defaults import experiment_config
 
 FORMATS = ("text_lines", "text_jsonl")
-MODELS = ("text_pool", "text_bilstm")
+MODELS = ("text_pool", "text_bilstm", "minilm")
 
 
 def parse_arg(arg):
@@ -50,6 +52,9 @@ def httn_recipe(dataset: str, method: str, model: str):
         c.model.embed_dim = 128
         c.model.hidden = (256,)
         c.model.dropout = 0.3
+    if model == "minilm":  # the frozen pretrained encoder reads its own WordPiece ids
+        c.data.tokenizer = "minilm"
+        c.data.max_length = 256
     c.optimizer.name = "adamw"
     c.optimizer.lr = 1e-3
     c.optimizer.weight_decay = 0.0  # plain Adam, as HTTN

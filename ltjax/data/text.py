@@ -10,7 +10,12 @@ Config fields (``text_defaults()``, merged into ``config.data`` by every text da
   ``\\w+`` (letters, digits and ``_`` of any script); punctuation and whitespace separate tokens and are
   dropped (``"don't stop."`` -> ``don``, ``t``, ``stop``).  ``"whitespace"``: ``str.split()``, every
   whitespace-separated piece is a token as it stands, punctuation included -- what the pre-tokenised
-  AAPD / RCV1 releases need.
+  AAPD / RCV1 releases need.  ``"minilm"``: the WordPiece tokenizer of all-MiniLM-L6-v2
+  (:mod:`ltjax.data.wordpiece`, BERT uncased, fetched through :mod:`ltjax.assets`) for the 'minilm' model:
+  the ids are ``[CLS] word pieces [SEP]`` from its fixed 30,522-entry vocabulary (``vocab_size`` 30522,
+  0 = ``[PAD]``, 100 = ``[UNK]``), cut to ``max_length`` (<= 512) ids and zero-padded; no vocabulary is
+  built, so ``min_freq``, ``max_vocab`` and ``lowercase`` do not apply (the tokenizer always lower-cases
+  and strips accents), and ``info["text"]["train_oov_rate"]`` is the share of ``[UNK]`` pieces.
 * ``lowercase`` -- lower-case the document (``str.lower``) before tokenising (default True).
 * ``min_freq`` -- a token enters the vocabulary only if it occurs at least this often in the training
   documents (default 2).
@@ -45,6 +50,7 @@ PAD_ID = 0
 OOV_ID = 1
 NUM_RESERVED = 2
 TOKENIZERS = ("words", "whitespace")
+PRETRAINED_TOKENIZERS = ("minilm",)  # fixed WordPiece vocabulary (ltjax.data.wordpiece); no Vocabulary is built
 _WORD_RE = re.compile(r"\w+")
 
 
@@ -60,7 +66,7 @@ def text_defaults() -> ml_collections.ConfigDict:
     c.min_freq = 2  # a training token needs this many occurrences to get its own id
     c.max_vocab = 0  # keep at most this many tokens (besides pad / OOV); 0 = no cap
     c.lowercase = True  # lower-case before tokenising
-    c.tokenizer = "words"  # "words" (unicode \w+ runs, punctuation dropped) | "whitespace" (str.split)
+    c.tokenizer = "words"  # "words" (unicode \w+ runs, punctuation dropped) | "whitespace" (str.split) | "minilm"
     return c
 
 
@@ -207,7 +213,7 @@ class TextSetup:
     eval_transform: TextTransform
     input_shape: tuple[int, ...]  # (max_length,)
     vocab_size: int  # number of ids, pad and OOV included
-    vocabulary: Vocabulary
+    vocabulary: Vocabulary | None  # None for data.tokenizer="minilm" (fixed WordPiece vocabulary)
     info: dict  # {"text": {...}}: merged into DatasetMeta.info
 
 
@@ -229,10 +235,13 @@ def text_transforms(train_texts, cfg) -> TextSetup:
     the number of empty ones.
     """
     tokenizer = str(_field(cfg, "tokenizer"))
+    if tokenizer == "minilm":
+        return _wordpiece_transforms(train_texts, cfg)
     lowercase = bool(_field(cfg, "lowercase"))
     min_freq, max_vocab = _check_counts(_field(cfg, "min_freq"), _field(cfg, "max_vocab"))
     if tokenizer not in TOKENIZERS:
-        raise TextDataError(f"unknown data.tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        choices = ", ".join(TOKENIZERS + PRETRAINED_TOKENIZERS)
+        raise TextDataError(f"unknown data.tokenizer {tokenizer!r}; choose one of {choices}")
     docs = [tokenize(t, tokenizer, lowercase) for t in train_texts]
     counts: collections.Counter = collections.Counter()
     for d in docs:
@@ -271,5 +280,49 @@ def text_transforms(train_texts, cfg) -> TextSetup:
         input_shape=(transform.max_length,),
         vocab_size=len(vocab),
         vocabulary=vocab,
+        info=info,
+    )
+
+
+def _wordpiece_transforms(train_texts, cfg) -> TextSetup:
+    """``data.tokenizer = "minilm"``: the MiniLM WordPiece transform, and the same ``info["text"]`` fields
+    (counted in word pieces, ``[CLS]`` / ``[SEP]`` excluded; truncated = more than ``max_length - 2`` pieces)."""
+    from ltjax.data.wordpiece import WordPieceTokenizer, WordPieceTransform
+
+    max_length = _field(cfg, "max_length")
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 2 <= max_length <= 512:
+        raise TextDataError(
+            f"data.max_length must be an integer in [2, 512] with data.tokenizer='minilm' (MiniLM has 512 "
+            f"positions, [CLS] and [SEP] included), got {max_length!r}"
+        )
+    tok = WordPieceTokenizer.minilm()
+    transform = WordPieceTransform(tok, int(max_length))
+    lengths, unk = [], 0
+    for text in train_texts:
+        ids = tok.tokenize_ids(text)
+        lengths.append(len(ids))
+        unk += ids.count(tok.unk_id)
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    info = {
+        "text": {
+            "tokenizer": "minilm",
+            "lowercase": True,
+            "max_length": transform.max_length,
+            "vocab_size": len(tok),
+            "train_tokens": total,
+            "train_oov_rate": float(unk / total) if total else 0.0,
+            "train_doc_length_mean": float(lengths.mean()) if len(lengths) else 0.0,
+            "train_doc_length_p95": float(np.percentile(lengths, 95)) if len(lengths) else 0.0,
+            "train_truncated_fraction": float((lengths > transform.max_length - 2).mean()) if len(lengths) else 0.0,
+            "train_empty_documents": int((lengths == 0).sum()),
+        }
+    }
+    return TextSetup(
+        train_transform=transform,
+        eval_transform=transform,
+        input_shape=(transform.max_length,),
+        vocab_size=len(tok),
+        vocabulary=None,
         info=info,
     )

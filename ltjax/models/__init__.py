@@ -1,4 +1,8 @@
-"""The model registry: ``MODELS`` maps a config name ('mlp', 'resnet18', 'resnet50') to a ``ModelSpec``.
+"""The model registry: ``MODELS`` maps a config name to a ``ModelSpec``.
+
+Registered: 'mlp' (feature vectors), 'resnet18' / 'resnet50' (torchvision layout, ImageNet weights from
+.pth/.safetensors), 'efficientnet_lite0' (ImageNet weights fetched offline), 'text_pool' / 'text_bilstm'
+(token ids; optional GloVe 50d initialisation) and 'minilm' (frozen all-MiniLM-L6-v2 text encoder).
 
 Every registered model is a Flax Linen module with
 ``__call__(x, *, train) -> {"logits": [B, C] float32, "features": [B, D]}`` whose variables are
@@ -15,7 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltjax.models import mlp, resnet
+from ltjax.models import efficientnet  # 'efficientnet_lite0' (registers its weights and photo assets)
 from ltjax.models import text  # 'text_pool', 'text_bilstm'
+from ltjax.models import minilm  # 'minilm' (all-MiniLM-L6-v2 encoder; registers its weight assets)
 from ltjax.models.classifier import Backbone, Classifier
 from ltjax.models.heads import LinearHead
 from ltjax.models.mlp import MLP
@@ -33,20 +39,29 @@ class ModelSpec:
     (``input_shape`` is one example's shape, without the batch axis; ``dtype`` the compute dtype;
     ``vocab_size`` the number of token ids of a text dataset, 0 otherwise);
     ``trainable_mask(model_cfg, params)`` returns a bool pytree shaped like ``params``, False for
-    frozen parameters (the optimizer excludes them from updates and weight decay).
+    frozen parameters (the optimizer excludes them from updates and weight decay);
+    ``init_hook(model_cfg, variables, dataset)``, optional, is called once on the host copies
+    ``{'params', 'batch_stats'}`` of a freshly initialised model (never on resume) and returns None
+    (nothing to change) or ``(variables, info)`` -- weights that need a download or the dataset (the
+    MiniLM encoder, GloVe rows for the text vocabulary); ``info`` (numbers) goes to the run log.
     """
 
     defaults: Callable[[], ml_collections.ConfigDict]
     build: Callable[..., nn.Module]
     trainable_mask: Callable[[Any, Any], Any]
+    init_hook: Callable[[Any, Any, Any], Any] | None = None
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.add("mlp", ModelSpec(mlp.defaults, mlp.build, mlp.trainable_mask))
 MODELS.add("resnet18", ModelSpec(resnet.defaults18, resnet.build18, resnet.trainable_mask18))
 MODELS.add("resnet50", ModelSpec(resnet.defaults50, resnet.build50, resnet.trainable_mask50))
-MODELS.add("text_pool", ModelSpec(text.pool_defaults, text.build_pool, text.pool_trainable_mask))
-MODELS.add("text_bilstm", ModelSpec(text.bilstm_defaults, text.build_bilstm, text.bilstm_trainable_mask))
+MODELS.add("efficientnet_lite0", ModelSpec(efficientnet.defaults, efficientnet.build, efficientnet.trainable_mask))
+MODELS.add("text_pool", ModelSpec(text.pool_defaults, text.build_pool, text.pool_trainable_mask, text.pool_init_hook))
+MODELS.add(
+    "text_bilstm", ModelSpec(text.bilstm_defaults, text.build_bilstm, text.bilstm_trainable_mask, text.bilstm_init_hook)
+)
+MODELS.add("minilm", ModelSpec(minilm.defaults, minilm.build, minilm.trainable_mask, minilm.init_hook))
 
 
 def _name_of(model_cfg) -> str:

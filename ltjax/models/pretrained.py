@@ -1,17 +1,24 @@
-"""Pretrained ResNet weights from torchvision checkpoints, read without torch.
+"""Pretrained weights from torch checkpoints (torchvision ResNets, lukemelas EfficientNet-Lite0), read without torch.
 
 Three steps, each usable on its own:
 
 ``read_state_dict(path) -> {name: np.ndarray}``
-    reads a ``.safetensors`` file or a torch zip-format checkpoint (``.pth`` / ``.pt``, what
-    ``torch.save`` writes since torch 1.6).  The torch pickle is read by a restricted unpickler that
-    only knows tensors (``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter``), the torch
-    storage types and ``collections.OrderedDict``; any other global (``os.system``, a pickled
-    ``nn.Module``, ...) is refused before anything runs, so loading never executes pickle code.
-    A checkpoint that wraps the state dict under ``'state_dict'`` or ``'model'`` is unwrapped and a
-    DataParallel ``'module.'`` prefix is stripped.  float16 / bfloat16 tensors come back as float32;
-    the other dtypes (float32/64, int8/16/32/64, uint8, bool) are kept.  Legacy (pre-1.6, non-zip)
-    torch files are not supported: re-save them with a current torch or convert them to safetensors.
+    reads a ``.safetensors`` file or a torch checkpoint (``.pth`` / ``.pt``) in either of torch's
+    formats, told apart by the file's contents: the zip format (what ``torch.save`` writes since
+    torch 1.6) and the legacy non-zip format (before 1.6, or ``_use_new_zipfile_serialization=False``).
+    The legacy format is one stream of pickles: torch's magic number (0x1950a86a20f9469cfc6c), the
+    protocol version (1001), a ``sys_info`` dict, the pickled object (tensors name their storages by
+    persistent id ``('storage', storage type, key, location, numel, view_metadata)``), the list of
+    storage keys, then for each key in that order its element count (int64, little-endian) and its raw
+    little-endian bytes.  Tensors are rebuilt once those bytes have been read.  Either torch pickle
+    is read by a restricted unpickler that only knows tensors (``torch._utils._rebuild_tensor_v2`` /
+    ``_rebuild_tensor`` / ``_rebuild_parameter``), the torch storage types and
+    ``collections.OrderedDict`` (the legacy header pickles may not name any global); any other global
+    (``os.system``, a pickled ``nn.Module``, ...) is refused before anything runs, so loading never
+    executes pickle code.  A checkpoint that wraps the state dict under ``'state_dict'`` or
+    ``'model'`` is unwrapped and a DataParallel ``'module.'`` prefix is stripped.  float16 /
+    bfloat16 tensors come back as float32; the other dtypes (float32/64, int8/16/32/64, uint8, bool)
+    are kept.
 
 ``torchvision_resnet_to_flax(state_dict, depth) -> (params_trunk, batch_stats_trunk)``
     renames torchvision's ResNet keys to the trees of ``ltjax.models.resnet.ResNet`` (see that
@@ -20,12 +27,16 @@ Three steps, each usable on its own:
     ``scale``/``bias`` in params and ``running_mean``/``running_var`` become ``mean``/``var`` in
     batch_stats.  ``num_batches_tracked`` and the ImageNet classifier ``fc.*`` are ignored (the
     long-tailed classifier's neck and head are new).  Missing or unexpected keys and shapes that do
-    not match the architecture raise a ``ValueError`` listing them.
+    not match the architecture raise a ``ValueError`` listing them.  (EfficientNet-Lite0's mapping is
+    ``ltjax.models.efficientnet.lukemelas_to_flax``.)
 
 ``load_pretrained_backbone(variables, path, depth) -> variables``
     a copy of a classifier's variables (``{'params': {'backbone': {'trunk': ...}, ...},
     'batch_stats': {...}}``) whose trunk params and batch_stats are the checkpoint's; the neck and
-    head are left untouched, and every converted leaf is checked against the existing leaf's shape.
+    head are left untouched, and every converted leaf is checked against the existing leaf's shape
+    (``replace_subtrees`` does this for any model).  ``load_pretrained(model_name, variables,
+    model.pretrained)`` picks the loader of a model: the ResNets' here, or one a model module
+    registered in ``PRETRAINED_LOADERS`` (``efficientnet_lite0``); the training loop calls it.
 """
 from __future__ import annotations
 
@@ -43,7 +54,8 @@ import numpy as np
 from ltjax.models.resnet import ARCHS, STAGE_PLANES
 
 SUPPORTED_FORMATS = (
-    "'.safetensors' files and torch zip-format checkpoints ('.pth'/'.pt' written by torch.save since torch 1.6)"
+    "'.safetensors' files, torch zip-format checkpoints ('.pth'/'.pt' written by torch.save since torch 1.6) and "
+    "legacy non-zip torch checkpoints (torch.save before 1.6, or with _use_new_zipfile_serialization=False)"
 )
 
 # ---------------------------------------------------------------------------------- safetensors
@@ -147,19 +159,32 @@ class _StorageType:
 
 
 class _Storage:
-    """A storage read from ``<prefix>/data/<key>``: flat elements, still in their stored dtype."""
+    """A torch storage: flat elements in their stored dtype.
 
-    def __init__(self, array: np.ndarray, storage_type: _StorageType, key: str):
-        self.array, self.type, self.key = array, storage_type, key
+    In a zip checkpoint the data is read as soon as the pickle names the storage; in a legacy file the
+    data follows the pickle, so ``array`` is None until then (``numel`` is what the pickle promised).
+    A legacy storage *view* (``view_of`` set) is ``view_of.array[offset:offset + numel]``.
+    """
+
+    def __init__(self, array: np.ndarray | None, storage_type: _StorageType, key: str, numel: int = -1,
+                 view_of: "_Storage | None" = None, offset: int = 0):
+        self.array, self.type, self.key, self.numel = array, storage_type, key, numel
+        self.view_of, self.offset = view_of, offset
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None) -> np.ndarray:
+def _check_geometry(storage: _Storage, storage_offset, size, stride) -> tuple[tuple, tuple, int]:
     if not isinstance(storage, _Storage):
-        raise pickle.UnpicklingError(f"_rebuild_tensor_v2 got {type(storage).__name__} instead of a storage")
-    size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(storage_offset)
+        raise pickle.UnpicklingError(f"a tensor was rebuilt from {type(storage).__name__} instead of a storage")
+    try:
+        size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(storage_offset)
+    except (TypeError, ValueError):
+        raise pickle.UnpicklingError(f"bad tensor geometry: size {size!r}, stride {stride!r}") from None
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise pickle.UnpicklingError(f"bad tensor geometry: size {size}, stride {stride}, offset {offset}")
+    return size, stride, offset
+
+
+def _materialize(storage: _Storage, offset: int, size: tuple, stride: tuple) -> np.ndarray:
     flat = storage.array
     if 0 not in size:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -176,16 +201,44 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     return np.array(_widen(view, storage.type.is_bf16))  # contiguous copy: never aliases other tensors
 
 
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None) -> np.ndarray:
+class _PendingTensor:
+    """A tensor of a legacy file whose storage bytes come after the pickle; materialised afterwards."""
+
+    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def materialize(self) -> np.ndarray:
+        return _materialize(self.storage, self.offset, self.size, self.stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None):
+    size, stride, offset = _check_geometry(storage, storage_offset, size, stride)
+    if storage.array is None:
+        return _PendingTensor(storage, offset, size, stride)
+    return _materialize(storage, offset, size, stride)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    """torch < 1.0 pickled tensors with ``torch._utils._rebuild_tensor`` (no requires_grad / hooks)."""
+    return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles torch's data.pkl knowing only tensors, storages and OrderedDict; refuses all else."""
+class _TorchUnpickler(pickle.Unpickler):
+    """Unpickles a torch pickle knowing only tensors, storages and OrderedDict; refuses all else.
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, path: str):
+    Subclasses turn a storage's persistent id into a :class:`_Storage` (``_storage``)."""
+
+    _pid_length = 5
+    _format = "checkpoint"
+
+    def __init__(self, file, path: str):
         super().__init__(file)
-        self._archive, self._prefix, self._byteorder, self._path = archive, prefix, byteorder, path
+        self._path = path
         self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str):
@@ -193,6 +246,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor_v2
+        if module == "torch._utils" and name == "_rebuild_tensor":
+            return _rebuild_tensor
         if module == "torch._utils" and name == "_rebuild_parameter":
             return _rebuild_parameter
         if module == "torch" and name in _TORCH_STORAGES:
@@ -204,12 +259,29 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"{self._path}: unsupported persistent id {pid!r} (expected a torch storage)")
-        _, storage_type, key, _location, numel = pid
+        if not (isinstance(pid, tuple) and len(pid) == self._pid_length and pid[0] == "storage"):
+            raise pickle.UnpicklingError(
+                f"{self._path}: unsupported persistent id {pid!r} in a {self._format} (expected a torch storage)"
+            )
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"{self._path}: storage {key!r} has unknown type {storage_type!r}")
-        key = str(key)
+        if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"{self._path}: storage {key!r} has a bad element count {numel!r}")
+        return self._storage(storage_type, key, numel, pid)
+
+    def _storage(self, storage_type: _StorageType, key: str, numel: int, pid: tuple) -> _Storage:
+        raise NotImplementedError
+
+
+class _RestrictedUnpickler(_TorchUnpickler):
+    """The zip format's data.pkl: a storage is the file ``<prefix>data/<key>`` of the archive."""
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, path: str):
+        super().__init__(file, path)
+        self._archive, self._prefix, self._byteorder = archive, prefix, byteorder
+
+    def _storage(self, storage_type: _StorageType, key: str, numel: int, pid: tuple) -> _Storage:
         if key in self._storages:  # shared storage (views, tied weights)
             return self._storages[key]
         name = f"{self._prefix}data/{key}"
@@ -221,9 +293,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if len(raw) % dtype.itemsize:
             raise ValueError(f"{self._path}: storage {name!r} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
         array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-        if storage_type.name != "UntypedStorage" and array.size < int(numel):
+        if storage_type.name != "UntypedStorage" and array.size < numel:
             raise ValueError(f"{self._path}: storage {name!r} holds {array.size} elements, the pickle says {numel}")
-        storage = _Storage(array, storage_type, key)
+        storage = _Storage(array, storage_type, key, numel)
         self._storages[key] = storage
         return storage
 
@@ -245,6 +317,151 @@ def _read_torch_zip(path: str) -> Any:
                 raise ValueError(f"{path}: unknown byteorder {byteorder!r}")
         unpickler = _RestrictedUnpickler(io.BytesIO(archive.read(pkl[0])), archive, prefix, byteorder, path)
         return unpickler.load()
+
+
+# ---------------------------------------------------------------------------------- legacy torch files
+
+# torch.serialization's legacy (pre-1.6, non-zip) format: these pickles, one after the other, in one stream
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """For the legacy file's header pickles and storage-key list: plain data only, no globals at all."""
+
+    def __init__(self, file, path: str):
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(
+            f"{self._path}: refusing to load global '{module}.{name}' from a legacy torch file's header; pickled "
+            "code is never executed"
+        )
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"{self._path}: unexpected persistent id {pid!r} in a legacy torch file's header")
+
+
+class _LegacyUnpickler(_TorchUnpickler):
+    """The legacy format's main pickle: storages are named by key here and their bytes come later.
+
+    Persistent id: ``('storage', storage type, root key, location, numel, view_metadata)`` where
+    ``view_metadata`` is None or ``(view key, offset, size)`` (a slice of the root storage, torch < 1.0)."""
+
+    _pid_length = 6
+    _format = "legacy torch file"
+
+    def _storage(self, storage_type: _StorageType, key: str, numel: int, pid: tuple) -> _Storage:
+        root = self._storages.get(key)
+        if root is None:
+            root = self._storages[key] = _Storage(None, storage_type, key, numel)
+        elif root.view_of is not None or root.type.name != storage_type.name or root.numel != numel:
+            raise pickle.UnpicklingError(f"{self._path}: storage {key!r} is described inconsistently ({pid!r})")
+        view_metadata = pid[5]
+        if view_metadata is None:
+            return root
+        try:
+            view_key, offset, size = str(view_metadata[0]), int(view_metadata[1]), int(view_metadata[2])
+        except (TypeError, ValueError, IndexError):
+            raise pickle.UnpicklingError(f"{self._path}: bad storage view metadata {view_metadata!r}") from None
+        if offset < 0 or size < 0 or offset + size > numel:
+            raise pickle.UnpicklingError(
+                f"{self._path}: storage view {view_key!r} [{offset}, {offset + size}) lies outside storage {key!r} of "
+                f"{numel} elements"
+            )
+        view = self._storages.get(view_key)
+        if view is None:
+            view = self._storages[view_key] = _Storage(None, storage_type, view_key, size, view_of=root, offset=offset)
+        return view
+
+    def roots(self) -> dict[str, _Storage]:
+        return {k: s for k, s in self._storages.items() if s.view_of is None}
+
+    def views(self) -> list[_Storage]:
+        return [s for s in self._storages.values() if s.view_of is not None]
+
+
+def _resolve_pending(obj: Any) -> Any:
+    """``obj`` with every :class:`_PendingTensor` (in dicts, lists, tuples) replaced by its array."""
+    if isinstance(obj, _PendingTensor):
+        return obj.materialize()
+    if isinstance(obj, collections.OrderedDict):
+        out = collections.OrderedDict((k, _resolve_pending(v)) for k, v in obj.items())
+        out.__dict__.update(obj.__dict__)  # e.g. a state dict's _metadata
+        return out
+    if isinstance(obj, dict):
+        return {k: _resolve_pending(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_resolve_pending(v) for v in obj)
+    return obj
+
+
+def _is_legacy_torch(path: str) -> bool:
+    """Whether the file starts with the legacy format's magic number (a pickled int)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:1] != b"\x80":
+        return False
+    try:
+        return _PlainUnpickler(io.BytesIO(head), path).load() == LEGACY_MAGIC_NUMBER
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not this format
+        return False
+
+
+def _read_torch_legacy(path: str) -> Any:
+    """Read a legacy (pre-1.6, non-zip) ``torch.save`` file; see ``read_state_dict``."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    stream = io.BytesIO(blob)
+
+    def header(what: str):
+        try:
+            return _PlainUnpickler(stream, path).load()
+        except pickle.UnpicklingError:
+            raise
+        except Exception as e:  # noqa: BLE001 - truncated or garbled bytes
+            raise ValueError(f"{path}: not a valid legacy non-zip torch file (cannot read its {what}: {e!r}); "
+                             f"supported formats: {SUPPORTED_FORMATS}") from None
+
+    magic = header("magic number")
+    if magic != LEGACY_MAGIC_NUMBER:
+        raise ValueError(f"{path}: not a valid legacy non-zip torch file (wrong magic number {magic!r}); supported "
+                         f"formats: {SUPPORTED_FORMATS}")
+    protocol = header("protocol version")
+    if protocol != LEGACY_PROTOCOL_VERSION:
+        raise ValueError(f"{path}: legacy torch file with unsupported protocol version {protocol!r} "
+                         f"(expected {LEGACY_PROTOCOL_VERSION})")
+    header("sys_info")  # {'protocol_version', 'little_endian', 'type_sizes'}: storages are little-endian anyway
+    unpickler = _LegacyUnpickler(stream, path)
+    try:
+        obj = unpickler.load()
+    except (EOFError, IndexError, struct.error) as e:
+        raise ValueError(f"{path}: truncated or corrupt legacy torch file ({e!r})") from None
+    keys = header("list of storage keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"{path}: legacy torch file: the storage key list is not a list of strings: {keys!r:.200}")
+    roots = unpickler.roots()
+    if set(keys) != set(roots) or len(keys) != len(set(keys)):
+        raise ValueError(f"{path}: legacy torch file: the storage keys {sorted(keys)[:20]} do not match the storages "
+                         f"its pickle uses {sorted(roots)[:20]}")
+    for key in keys:
+        storage = roots[key]
+        head = stream.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path}: legacy torch file is truncated before storage {key!r}")
+        (count,) = struct.unpack("<q", head)
+        if count != storage.numel:
+            raise ValueError(f"{path}: storage {key!r} holds {count} elements, the pickle says {storage.numel}")
+        dtype = storage.type.dtype.newbyteorder("<")
+        raw = stream.read(count * dtype.itemsize)
+        if len(raw) != count * dtype.itemsize:
+            raise ValueError(f"{path}: legacy torch file is truncated inside storage {key!r} "
+                             f"({len(raw)} of {count * dtype.itemsize} bytes)")
+        storage.array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
+    for view in unpickler.views():
+        view.array = view.view_of.array[view.offset:view.offset + view.numel]
+    return _resolve_pending(obj)
 
 
 # ---------------------------------------------------------------------------------- read_state_dict
@@ -274,24 +491,29 @@ def _to_state_dict(obj: Any, path: str) -> dict[str, np.ndarray]:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of a ``.safetensors`` file or a torch zip-format ``.pth``/``.pt`` as numpy arrays.
+    """The tensors of a ``.safetensors`` file or a torch ``.pth``/``.pt`` (zip or legacy format) as numpy arrays.
 
-    Never imports torch and never executes pickled code.  float16/bfloat16 become float32.
+    The format is taken from the file's contents: a zip archive is a current torch checkpoint, a pickle
+    that starts with torch's legacy magic number a legacy one, a ``.safetensors`` name a safetensors
+    file.  Never imports torch and never executes pickled code.  float16/bfloat16 become float32.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained checkpoint {path!r} does not exist (or is not a file)")
     if zipfile.is_zipfile(path):
         return _to_state_dict(_read_torch_zip(path), path)
+    if _is_legacy_torch(path):
+        return _to_state_dict(_read_torch_legacy(path), path)
     if path.endswith(".safetensors"):
         return _to_state_dict(_read_safetensors(path), path)
     with open(path, "rb") as f:
         magic = f.read(2)
-    hint = ""
     if magic[:1] == b"\x80":
-        hint = (" (it looks like a legacy non-zip torch file: re-save it with torch.save(obj, path) on torch >= 1.6, "
-                "or convert it to safetensors)")
-    raise ValueError(f"{path}: unsupported checkpoint format{hint}; supported formats: {SUPPORTED_FORMATS}")
+        raise ValueError(
+            f"{path}: a pickle, but not a torch checkpoint: not a valid legacy non-zip torch file (it does not start "
+            f"with torch's magic number) nor a zip archive; supported formats: {SUPPORTED_FORMATS}"
+        )
+    raise ValueError(f"{path}: unsupported checkpoint format; supported formats: {SUPPORTED_FORMATS}")
 
 
 # ---------------------------------------------------------------------------------- torchvision -> flax
@@ -409,55 +631,65 @@ def _replace(tree: Mapping, path: tuple, value) -> dict:
     return out
 
 
-def load_pretrained_backbone(variables: Mapping, path: str | os.PathLike | Mapping[str, Any], depth: int) -> Any:
-    """A copy of a ResNet classifier's ``variables`` with the trunk's params and batch_stats taken from
-    the torchvision checkpoint at ``path`` (or an already-read state dict); the neck and head keep their
-    values.  Every converted leaf must have the existing leaf's shape and takes its dtype.  The
-    result has the input's container type (a ``FrozenDict`` stays one)."""
+def _unflatten(flat: Mapping[str, Any]) -> dict:
+    tree: dict = {}
+    for k, v in flat.items():
+        _set(tree, tuple(k.split("/")), v)
+    return tree
+
+
+def replace_subtrees(
+    variables: Mapping,
+    updates: Mapping[tuple, Mapping],
+    *,
+    origin: Mapping[str, str],
+    state_dict: Mapping[str, Any],
+    model_label: str,
+    structure_hint: str,
+) -> Any:
+    """A copy of ``variables`` whose subtrees at the paths of ``updates`` (e.g. ``('params', 'backbone',
+    'trunk')``) are replaced by the converted trees (nested dicts of numpy arrays).
+
+    Each converted subtree must have exactly the existing subtree's leaves, with the same shapes (each
+    leaf takes the existing leaf's dtype); otherwise a ``ValueError`` names the differences.  ``origin``
+    maps ``'/'``-joined leaf paths (``params/backbone/trunk/conv1/kernel``) to the checkpoint key they
+    came from, for the messages; ``model_label`` names the architecture ('resnet18'), ``structure_hint``
+    describes the expected variables when a path is missing.  Everything else is kept; the result has
+    the input's container type (a ``FrozenDict`` stays one) and never shares containers with it.
+    """
+    import jax
     import jax.numpy as jnp
 
-    import jax
-
-    state_dict = path if isinstance(path, Mapping) else read_state_dict(path)
-    params, batch_stats, origin = _convert(state_dict, depth)
-    try:
-        old_params = variables["params"]["backbone"]["trunk"]
-        old_stats = variables["batch_stats"]["backbone"]["trunk"]
-    except (KeyError, TypeError):
-        raise ValueError(
-            "variables must be a ResNet classifier's {'params': {'backbone': {'trunk': ...}}, 'batch_stats': "
-            "{'backbone': {'trunk': ...}}} (built by ltjax.models.build_model with model.name 'resnet18'/'resnet50')"
-        ) from None
-    new_trees = {}
-    for collection, old, new in (("params", old_params, params), ("batch_stats", old_stats, batch_stats)):
+    olds = {}
+    for path in updates:  # every target must exist before anything is compared
+        old = variables
+        try:
+            for p in path:
+                old = old[p]
+        except (KeyError, TypeError):
+            raise ValueError(f"variables must be {structure_hint}") from None
+        olds[path] = old
+    out = jax.tree.map(lambda leaf: leaf, dict(variables))  # fresh containers: the input is never shared
+    for path, new in updates.items():
+        old, where = olds[path], "/".join(path)
         old_flat, new_flat = _flatten(old), _flatten(new)
         missing, extra = set(old_flat) - set(new_flat), set(new_flat) - set(old_flat)
         if missing or extra:
             raise ValueError(
-                f"the converted resnet{depth} {collection} do not match the model's backbone/trunk: "
+                f"the converted {model_label} {path[0]} do not match the model's {'/'.join(path[1:])}: "
                 f"in the model only: {_format_keys(missing) or 'none'}; in the checkpoint only: "
-                f"{_format_keys(extra) or 'none'}; was the model built as resnet{depth}?"
+                f"{_format_keys(extra) or 'none'}; was the model built as {model_label}?"
             )
         for key, value in new_flat.items():
             want = tuple(old_flat[key].shape)
-            if tuple(value.shape) != want:
-                torch_key = origin[f"{collection}/{key}"]
+            if tuple(np.shape(value)) != want:
+                torch_key = origin.get(f"{where}/{key}", "?")
+                torch_shape = list(np.shape(state_dict[torch_key])) if torch_key in state_dict else "?"
                 raise ValueError(
-                    f"shape mismatch for {collection}/backbone/trunk/{key} (torch key {torch_key!r}): checkpoint "
-                    f"gives {list(value.shape)} (torch {list(np.shape(state_dict[torch_key]))}), the model has "
-                    f"{list(want)}"
+                    f"shape mismatch for {where}/{key} (torch key {torch_key!r}): checkpoint gives "
+                    f"{list(np.shape(value))} (torch {torch_shape}), the model has {list(want)}"
                 )
-        new_trees[collection] = {k: jnp.asarray(v, old_flat[k].dtype) for k, v in new_flat.items()}
-
-    def unflatten(flat):
-        tree: dict = {}
-        for k, v in flat.items():
-            _set(tree, tuple(k.split("/")), v)
-        return tree
-
-    out = jax.tree.map(lambda leaf: leaf, dict(variables))  # fresh containers: the input is never shared
-    out = _replace(out, ("params", "backbone", "trunk"), unflatten(new_trees["params"]))
-    out = _replace(out, ("batch_stats", "backbone", "trunk"), unflatten(new_trees["batch_stats"]))
+        out = _replace(out, path, _unflatten({k: jnp.asarray(v, old_flat[k].dtype) for k, v in new_flat.items()}))
     if type(variables) is not dict:
         try:
             from flax.core import FrozenDict
@@ -469,4 +701,53 @@ def load_pretrained_backbone(variables: Mapping, path: str | os.PathLike | Mappi
     return out
 
 
-__all__ = ["read_state_dict", "torchvision_resnet_to_flax", "load_pretrained_backbone", "SUPPORTED_FORMATS"]
+def load_pretrained_backbone(variables: Mapping, path: str | os.PathLike | Mapping[str, Any], depth: int) -> Any:
+    """A copy of a ResNet classifier's ``variables`` with the trunk's params and batch_stats taken from
+    the torchvision checkpoint at ``path`` (or an already-read state dict); the neck and head keep their
+    values.  Every converted leaf must have the existing leaf's shape and takes its dtype.  The
+    result has the input's container type (a ``FrozenDict`` stays one)."""
+    state_dict = path if isinstance(path, Mapping) else read_state_dict(path)
+    params, batch_stats, origin = _convert(state_dict, depth)
+    trunk = ("backbone", "trunk")
+    return replace_subtrees(
+        variables,
+        {("params", *trunk): params, ("batch_stats", *trunk): batch_stats},
+        origin={k.replace("/", "/backbone/trunk/", 1): v for k, v in origin.items()},
+        state_dict=state_dict,
+        model_label=f"resnet{depth}",
+        structure_hint=(
+            "a ResNet classifier's {'params': {'backbone': {'trunk': ...}}, 'batch_stats': "
+            "{'backbone': {'trunk': ...}}} (built by ltjax.models.build_model with model.name 'resnet18'/'resnet50')"
+        ),
+    )
+
+
+# model name -> loader(variables, model.pretrained) -> variables; models register here (efficientnet.py)
+PRETRAINED_LOADERS: dict[str, Any] = {}
+
+
+def load_pretrained(model_name: str, variables: Mapping, pretrained: str | os.PathLike) -> Any:
+    """``variables`` of model ``model_name`` with its backbone taken from ``model.pretrained``.
+
+    ResNets read a torchvision state dict file (``load_pretrained_backbone``); other models use the
+    loader they registered in :data:`PRETRAINED_LOADERS` (e.g. 'efficientnet_lite0', which also takes
+    the keyword 'imagenet').  Raises ``ValueError`` for a model without pretrained weights."""
+    if model_name in ("resnet18", "resnet50"):
+        return load_pretrained_backbone(variables, pretrained, int(model_name[len("resnet"):]))
+    if model_name not in PRETRAINED_LOADERS:
+        import ltjax.models  # noqa: F401  (models register their loaders when imported)
+    if model_name not in PRETRAINED_LOADERS:
+        supported = ", ".join(["resnet18", "resnet50", *sorted(PRETRAINED_LOADERS)])
+        raise ValueError(f"model.pretrained is supported for the models {supported}, not {model_name!r}")
+    return PRETRAINED_LOADERS[model_name](variables, pretrained)
+
+
+__all__ = [
+    "read_state_dict",
+    "torchvision_resnet_to_flax",
+    "load_pretrained_backbone",
+    "load_pretrained",
+    "replace_subtrees",
+    "PRETRAINED_LOADERS",
+    "SUPPORTED_FORMATS",
+]

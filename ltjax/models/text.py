@@ -23,7 +23,9 @@ N(0, 1)), then ``backbone/trunk/mlp/dense_i`` ('text_pool'), or ``backbone/trunk
 ``.../attention`` ('text_bilstm'; the LSTM keeps Flax's initialisers -- kernels lecun-normal, recurrent
 kernels orthogonal, biases 0 -- not torch's U(-1/sqrt(h), 1/sqrt(h))).  ``model.freeze_embedding=True``
 keeps the embedding table fixed (e.g. once pre-trained vectors are loaded into it); everything else
-trains.
+trains.  ``model.pretrained_embeddings = "glove50"`` (with ``embed_dim = 50``) loads GloVe 6B 50-d vectors
+into the rows of the dataset vocabulary's words when the train state is first made (:mod:`ltjax.models.glove`:
+alignment, coverage in the run log); ``""`` (default) keeps the random table.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltjax.errors import UserError
+from ltjax.models import glove  # model.pretrained_embeddings (registers the GloVe assets)
 from ltjax.models.classifier import (
     Backbone,
     Classifier,
@@ -136,6 +139,7 @@ def pool_defaults() -> ml_collections.ConfigDict:
     c.norm = "none"  # "none" | "layer" | "batch"
     c.head = "linear"  # "linear" (N(0, 0.01) init, bias 0) | "cosine"
     c.freeze_embedding = False  # True: the embedding table does not train
+    c.pretrained_embeddings = ""  # "" (random init) | "glove50" (GloVe 6B 50-d rows for known words; embed_dim 50)
     return c
 
 
@@ -150,6 +154,7 @@ def bilstm_defaults() -> ml_collections.ConfigDict:
     c.norm = "none"  # "none" | "layer" | "batch"
     c.head = "linear"  # "linear" (N(0, 0.01) init, bias 0) | "cosine"
     c.freeze_embedding = False  # True: the embedding table does not train
+    c.pretrained_embeddings = ""  # "" (random init) | "glove50" (GloVe 6B 50-d rows for known words; embed_dim 50)
     return c
 
 
@@ -166,6 +171,7 @@ def _check_build(name: str, cfg, input_shape, vocab_size) -> int:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"model.{field} must be a positive int, got {v!r}")
     _check_options(tuple(cfg.hidden), float(cfg.dropout), cfg.activation, cfg.norm)
+    glove.check_choice(str(cfg.pretrained_embeddings), int(cfg.embed_dim))
     return length
 
 
@@ -227,3 +233,13 @@ def pool_trainable_mask(model_cfg, params) -> Any:
 def bilstm_trainable_mask(model_cfg, params) -> Any:
     """Everything trains; with ``freeze_embedding`` the embedding table does not."""
     return _embedding_mask(resolve_model_config(model_cfg, bilstm_defaults()), params)
+
+
+def pool_init_hook(model_cfg, variables, dataset):
+    """GloVe rows for the vocabulary when ``pretrained_embeddings`` is set (:func:`ltjax.models.glove.init_embedding`)."""
+    return glove.init_embedding(resolve_model_config(model_cfg, pool_defaults()), variables, dataset)
+
+
+def bilstm_init_hook(model_cfg, variables, dataset):
+    """GloVe rows for the vocabulary when ``pretrained_embeddings`` is set (:func:`ltjax.models.glove.init_embedding`)."""
+    return glove.init_embedding(resolve_model_config(model_cfg, bilstm_defaults()), variables, dataset)

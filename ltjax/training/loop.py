@@ -101,16 +101,35 @@ class Experiment:
     def initial_state(self):
         """The freshly initialised train state; with ``model.pretrained`` the backbone holds those weights."""
         state = self._init(self.init_rng)
+        state = self._run_init_hook(state)  # the model's own weights (MiniLM encoder, GloVe rows), if any
         path = self.config.model.get("pretrained", "")
         if not path:
             return state
-        from ltjax.models.pretrained import load_pretrained_backbone
+        from ltjax.models.pretrained import load_pretrained
 
-        name = self.config.model.name
-        if not name.startswith("resnet"):
-            raise ValueError(f"model.pretrained is supported for the resnet models, not {name!r}")
         host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-        loaded = load_pretrained_backbone(host, os.path.expanduser(path), int(name[len("resnet"):]))
+        # resnet*: a torchvision state dict; other models use their registered loader (efficientnet_lite0
+        # also accepts the keyword "imagenet", which fetches its weights through ltjax.assets)
+        loaded = load_pretrained(self.config.model.name, host, os.path.expanduser(path))
+        params = jax.device_put(loaded["params"], self.state_shardings.params)
+        batch_stats = jax.device_put(loaded["batch_stats"], self.state_shardings.batch_stats)
+        opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
+        return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+
+    def _run_init_hook(self, state):
+        """``state`` with the variables the model's ``ModelSpec.init_hook`` returns (it gets the host copies
+        and ``self.dataset``, e.g. for the text vocabulary); its numbers go to ``self.init_info``."""
+        from ltjax.models import MODELS
+
+        self.init_info = {}
+        hook = MODELS.get(self.config.model.name).init_hook
+        if hook is None:
+            return state
+        host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        result = hook(self.config.model, host, self.dataset)
+        if result is None:
+            return state
+        loaded, self.init_info = result
         params = jax.device_put(loaded["params"], self.state_shardings.params)
         batch_stats = jax.device_put(loaded["batch_stats"], self.state_shardings.batch_stats)
         opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
@@ -230,6 +249,8 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
         iterator.set_state(loop["data"])
         start = int(latest)
     log = RunLog(workdir, start, exp.total_steps, config.train.progress_bar)
+    if not start and getattr(exp, "init_info", None):  # e.g. GloVe coverage of the vocabulary
+        log.write(0, "init", exp.init_info)
     if start:
         log.message(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
     log_every = max(int(config.train.log_every), 1)
