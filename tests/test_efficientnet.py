@@ -291,6 +291,7 @@ def rbg_keys():
     jax.config.update("jax_default_prng_impl", previous)
 
 
+@pytest.mark.slow  # ~20-30 s of compile on 2 CPU cores; `make test-slow`
 def test_training_steps_with_imagenet_weights_frozen_stages_and_norm_eval(state_dict, rbg_keys):
     from test_image_training import _image_dataset
 

@@ -224,6 +224,7 @@ def _corpus(root, seed=0):
     return root
 
 
+@pytest.mark.slow  # ~20-30 s of compile on 2 CPU cores; `make test-slow`
 def test_configs_text_trains_the_frozen_minilm_backbone(tmp_path, params):
     from ltjax.training.loop import Experiment, train_and_evaluate
 
