@@ -12,6 +12,8 @@ from ltjax.data.groups import ClassGroups, class_groups
 from ltjax.data import medical, synthetic, voc_coco, yeast  # noqa: F401  (registration)
 from ltjax.data import text_corpora  # noqa: F401  (registration)
 from ltjax.data import custom  # noqa: F401  (registration)
+from ltjax.data import tiles  # noqa: F401  (registration)
+from ltjax.data import reports  # noqa: F401  (registration)
 
 # name -> function returning the dataset's own config fields (merged into config.data)
 _DEFAULTS = {
@@ -22,8 +24,11 @@ _DEFAULTS = {
     "chestxray14": medical.chestxray14_default_config,
     "odir5k": medical.odir5k_default_config,
     "custom": custom.default_config,
+    "tiles_voc_lt": tiles.default_config,
     "text_lines": text_corpora.text_lines_default_config,
     "text_jsonl": text_corpora.text_jsonl_default_config,
+    "padchest_reports": reports.padchest_default_config,
+    "iu_xray_reports": reports.iu_xray_default_config,
 }
 
 
