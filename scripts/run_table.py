@@ -4,13 +4,16 @@
       --seeds 0 1 2 --workdir runs/yeast_table [--config.train.num_epochs=20 ...]
 
 Each (config, seed) runs ``python -m ltjax.train --config CONFIG --workdir WORKDIR/<name>/seed_<S>
---config.seed=S [overrides]`` (finished or interrupted runs resume), then the table gives per
+--config.seed=S [overrides]`` (finished or interrupted runs resume); ``--jobs N`` runs N of them at a time
+(e.g. several small runs sharing one GPU: JAX's memory preallocation is then turned off, unless
+XLA_PYTHON_CLIENT_PREALLOCATE / XLA_PYTHON_CLIENT_MEM_FRACTION are set), then the table gives per
 config: mAP total / head / medium / tail as mean ± sample std over the seeds (percent), plus the
 wall time.  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -32,6 +35,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workdir", required=True)
     p.add_argument("--title", default="")
+    p.add_argument("--jobs", type=int, default=1, help="training runs at a time (default 1)")
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
@@ -39,15 +43,27 @@ def main(argv=None):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from ltjax.report import summarize_runs
 
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    if args.jobs > 1 and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")):
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # N processes share an accelerator's memory
+
+    def run(spec, seed):
+        workdir = os.path.join(args.workdir, _name(spec), f"seed_{seed}")
+        t = time.time()
+        report = train_and_read_eval(spec, workdir, seed, overrides)
+        return report, time.time() - t
+
+    pairs = [(spec, seed) for spec in args.configs for seed in args.seeds]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pair: pool.submit(run, *pair) for pair in pairs}
+        done = {pair: f.result() for pair, f in futures.items()}  # raises the first failed run's error
+
     rows, runs = [], {}
     for spec in args.configs:
         name = _name(spec)
-        reports, walls = [], []
-        for seed in args.seeds:
-            workdir = os.path.join(args.workdir, name, f"seed_{seed}")
-            t = time.time()
-            reports.append(train_and_read_eval(spec, workdir, seed, overrides))
-            walls.append(time.time() - t)
+        reports = [done[(spec, seed)][0] for seed in args.seeds]
+        walls = [done[(spec, seed)][1] for seed in args.seeds]
         summary = summarize_runs(reports)
         rows.append((name, reports[0], summary, walls))
         runs[name] = {"spec": spec, "wall_s": walls, "summary": summary, "reports": reports}
@@ -61,7 +77,7 @@ def main(argv=None):
         cells = [_cell(summary["mAP"])] + [_cell(summary["group_mAP"].get(g)) for g in groups]
         lines.append(f"| {report['method']} ({name}) | " + " | ".join(cells) + f" | {sum(walls) / len(walls):.0f} |")
     command = " ".join(["python scripts/run_table.py --configs", *args.configs, "--seeds", *map(str, args.seeds),
-                        "--workdir", args.workdir, *overrides])
+                        "--workdir", args.workdir, *([f"--jobs {args.jobs}"] if args.jobs > 1 else []), *overrides])
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
     table = "\n".join(lines)
     print(table)
