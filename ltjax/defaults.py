@@ -23,7 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.groups.quantiles = (1 / 3, 2 / 3)  # quantile mode: tail / head cut points
     c.data.sampler = "uniform"  # "uniform" (shuffled epochs) | "class_aware" (REFERENCE section 2)
     c.data.class_aware_draws = 3  # images taken per class draw
-    c.data.class_aware_epoch_divisor = 4  # epoch length = max(n_c) * C / divisor
+    c.data.class_aware_epoch = "db"  # class-aware epoch: "db" (max(n_c) * C / divisor) | "num_examples" (N)
+    c.data.class_aware_epoch_divisor = 4  # "db" epoch length = max(n_c) * C / divisor
     c.data.batch_size = 32  # global batch size (all processes together)
     c.data.eval_batch_size = 256
     c.data.num_workers = 0  # grain worker processes (0 = read in threads of the main process)

@@ -4,7 +4,9 @@ import collections
 import numpy as np
 import pytest
 
-from ltjax.data.sampling import ClassAwareSampler, UniformSampler
+import ml_collections
+
+from ltjax.data.sampling import ClassAwareSampler, UniformSampler, make_sampler
 
 
 def test_class_aware_epoch_length_on_voc_lt(voc_lt_labels):
@@ -12,6 +14,26 @@ def test_class_aware_epoch_length_on_voc_lt(voc_lt_labels):
     assert voc_lt_labels.shape == (1142, 20)
     assert sampler.epoch_length == 3875  # max n_c (775) * 20 / 4
     assert len(sampler.epoch_order(0)) == 3875
+
+
+def _data_cfg(**fields):
+    c = ml_collections.ConfigDict(dict(sampler="class_aware", class_aware_draws=3, class_aware_epoch_divisor=4))
+    c.update(fields)
+    return c
+
+
+def test_class_aware_epoch_num_examples_is_compute_matched_with_uniform(voc_lt_labels):
+    db = make_sampler(_data_cfg(class_aware_epoch="db"), voc_lt_labels, seed=0)
+    matched = make_sampler(_data_cfg(class_aware_epoch="num_examples"), voc_lt_labels, seed=0)
+    uniform = make_sampler(_data_cfg(sampler="uniform"), voc_lt_labels, seed=0)
+    assert db.epoch_length == 3875 and matched.epoch_length == uniform.epoch_length == 1142
+    order = matched.epoch_order(0)
+    assert len(order) == 1142
+    # still class-aware: the rarest class (cow, n_c = 4) is drawn about 3 * 1142 / (3 * 20) ~ 57 times, not 4
+    counts = voc_lt_labels[order].sum(axis=0)
+    assert counts.min() >= 40
+    with pytest.raises(ValueError, match="class_aware_epoch 'n'.*'num_examples'"):
+        make_sampler(_data_cfg(class_aware_epoch="n"), voc_lt_labels, seed=0)
 
 
 def test_class_aware_draws_balance_classes_and_follow_each_class_cycle(voc_lt_labels):

@@ -10,7 +10,10 @@ computes exactly the same order.  Epoch ``e`` covers positions ``[e * L, (e + 1)
   classes are drawn by cycling through a shuffled class list (reshuffled whenever it is used up);
   each class draw takes the next ``draws_per_class`` (3) images from that class's own shuffled cycle
   of images (reshuffled whenever used up); ``L = max_c(n_c) * C / divisor`` (divisor 4), i.e. 3875
-  for VOC-LT and 22560 for COCO-LT.  Difference from the reference, documented: the class cycle and
+  for VOC-LT and 22560 for COCO-LT; or, with ``data.class_aware_epoch = "num_examples"``, ``L = N`` (the
+  uniform sampler's epoch, so class-aware and uniform runs of the same ``num_epochs`` take the same
+  number of steps: a compute-matched comparison; the DB length grows with C and with the head's n_c,
+  e.g. 17x N on PadChest's 183 classes).  Difference from the reference, documented: the class cycle and
   the per-class cycles restart from a fresh shuffle at each epoch instead of continuing across epoch
   boundaries; every epoch has the same distribution, and any epoch can be computed on its own.
 """
@@ -78,7 +81,8 @@ class UniformSampler(_EpochCachedSampler):
 
 
 class ClassAwareSampler(_EpochCachedSampler):
-    def __init__(self, labels: np.ndarray, seed: int, draws_per_class: int = 3, epoch_divisor: float = 4):
+    def __init__(self, labels: np.ndarray, seed: int, draws_per_class: int = 3, epoch_divisor: float = 4,
+                 epoch_length: int | None = None):
         super().__init__(seed)
         labels = np.asarray(labels)
         if labels.ndim != 2:
@@ -93,9 +97,14 @@ class ClassAwareSampler(_EpochCachedSampler):
             raise ValueError("class-aware sampling: no class has a training example")
         counts = positives.sum(axis=0)
         self.draws_per_class = int(draws_per_class)
-        self.epoch_length = int(counts.max() * labels.shape[1] / epoch_divisor)
-        if self.epoch_length <= 0:
-            raise ValueError("class-aware sampling: epoch length max(n_c) * C / divisor is 0")
+        if epoch_length is None:
+            self.epoch_length = int(counts.max() * labels.shape[1] / epoch_divisor)
+            if self.epoch_length <= 0:
+                raise ValueError("class-aware sampling: epoch length max(n_c) * C / divisor is 0")
+        else:
+            self.epoch_length = int(epoch_length)
+            if self.epoch_length <= 0:
+                raise ValueError(f"class-aware sampling: epoch length must be > 0, got {epoch_length}")
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         rng = _epoch_rng(self.seed, epoch, 1)
@@ -114,12 +123,22 @@ class ClassAwareSampler(_EpochCachedSampler):
         return order.reshape(-1)[: self.epoch_length]
 
 
+CLASS_AWARE_EPOCHS = ("db", "num_examples")
+
+
 def make_sampler(data_cfg, train_labels: np.ndarray, seed: int):
     """The training sampler named by ``config.data.sampler``."""
     if data_cfg.sampler == "uniform":
         return UniformSampler(len(train_labels), seed)
     if data_cfg.sampler == "class_aware":
+        epoch = data_cfg.get("class_aware_epoch", "db")
+        if epoch not in CLASS_AWARE_EPOCHS:
+            raise ValueError(
+                f"unknown data.class_aware_epoch {epoch!r}; valid: 'db' (max(n_c) * C / class_aware_epoch_divisor, "
+                "the DB-loss protocol) or 'num_examples' (N, as long as a uniform epoch)"
+            )
         return ClassAwareSampler(
-            train_labels, seed, data_cfg.class_aware_draws, data_cfg.class_aware_epoch_divisor
+            train_labels, seed, data_cfg.class_aware_draws, data_cfg.class_aware_epoch_divisor,
+            epoch_length=len(train_labels) if epoch == "num_examples" else None,
         )
     raise ValueError(f"unknown data.sampler {data_cfg.sampler!r}; valid samplers: 'uniform', 'class_aware'")
