@@ -11,7 +11,8 @@ from lr/3, x0.1 step decays, batch 32, the group thresholds of VOC-LT (head n_c 
 6/6/8 classes), the VOC hyper-parameters of the DB methods; HMT-Net as in ``configs/hmt_voc.py``
 (lambda 2, class-aware re-sampling).
 
-What is scaled down so that a ``bce`` run takes ~15 minutes on a 2-core CPU (measured: see the README):
+What is scaled down so that a run is short (measured on one H200 with 5 runs sharing it: 65-192 s per
+run; docs/RESULTS.md has the 3-seed tables, which show 12 epochs to be too few to converge):
 
 * images generated at 80 x 80 (``data.tile_canvas = 80``, glyphs of 20 px = MNIST's 28 px scaled by
   5/7, the same 4 x 4 grid of glyph places as the dataset's default 224/56) and read at ``image_size``
