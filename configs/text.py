@@ -64,7 +64,7 @@ def httn_recipe(dataset: str, method: str, model: str):
     c.schedule.warmup_steps = 100
     c.schedule.warmup_init_factor = 0.1
     # Class-aware methods (rs, the DB family) take N draws per epoch, as many steps as the others: the DB
-    # protocol's max(n_c) * C / 4 was set for VOC/COCO and grows with C (PadChest: 17x N), which would
+    # protocol's max(n_c) * C / 4 was set for VOC/COCO and grows with C (PadChest: 7x N), which would
     # make a table of methods mostly a table of training lengths.
     c.data.class_aware_epoch = "num_examples"
     c.train.num_epochs = 20

@@ -13,7 +13,7 @@ computes exactly the same order.  Epoch ``e`` covers positions ``[e * L, (e + 1)
   for VOC-LT and 22560 for COCO-LT; or, with ``data.class_aware_epoch = "num_examples"``, ``L = N`` (the
   uniform sampler's epoch, so class-aware and uniform runs of the same ``num_epochs`` take the same
   number of steps: a compute-matched comparison; the DB length grows with C and with the head's n_c,
-  e.g. 17x N on PadChest's 183 classes).  Difference from the reference, documented: the class cycle and
+  e.g. 7x N on PadChest's 183 classes).  Difference from the reference, documented: the class cycle and
   the per-class cycles restart from a fresh shuffle at each epoch instead of continuing across epoch
   boundaries; every epoch has the same distribution, and any epoch can be computed on its own.
 """
