@@ -320,6 +320,8 @@ def test_configs_parse_method_and_model():
     assert c.data.tokenizer == "words" and c.data.max_length == 128 and c.optimizer.name == "adamw"
     c = load_config(str(REPO / "configs" / "iu_xray_reports.py:text_bilstm,db_focal"))
     assert (c.data.name, c.method.name, c.model.name) == ("iu_xray_reports", "db_focal", "text_bilstm")
+    # class-aware, but compute-matched with the uniform methods: an epoch is N draws, not max n_c * C / 4
+    assert c.data.sampler == "class_aware" and c.data.class_aware_epoch == "num_examples"
     with pytest.raises(ValueError, match="METHOD\\[,MODEL\\]"):
         load_config(str(REPO / "configs" / "iu_xray_reports.py:bce,hmt"))
 
