@@ -29,15 +29,12 @@ def main(argv=None):
     p.add_argument("--real-devices", action="store_true", help="use the machine's accelerators")
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args(argv)
-    if not args.real_devices:
-        os.environ["XLA_FLAGS"] = (
-            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(args.devices)}"
-        )
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    os.environ["LTJAX_XLA_CACHE"] = "0"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_common import configure_jax_env, step_stats
+
+    configure_jax_env(args.real_devices, fake_devices=max(args.devices))  # before jax is imported
 
     import jax
-    import numpy as np
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from ltjax.config import load_config
@@ -77,17 +74,17 @@ def main(argv=None):
             float(m["loss"])
         loop_s = (time.perf_counter() - t) / args.steps
         b = int(config.data.batch_size)
-        med, p90 = float(np.median(times)), float(np.percentile(times, 90))
+        stats = step_stats(times, b)
         rows.append(
             {
                 "devices": n,
                 "batch": b,
                 "compile_s": compile_s,
-                "step_ms_median": med * 1e3,
-                "step_ms_p90": p90 * 1e3,
-                "step_examples_per_s": b / med,
+                "step_ms_median": stats["step_ms_median"],
+                "step_ms_p90": stats["step_ms_p90"],
+                "step_examples_per_s": stats["examples_per_s"],
                 "loop_examples_per_s": b / loop_s,
-                "per_device_examples_per_s": b / med / n,
+                "per_device_examples_per_s": stats["examples_per_s"] / n,
             }
         )
     head = (

@@ -40,16 +40,15 @@ def stats_row(spec: str, overrides) -> tuple[str, str]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="+", help="config specs, e.g. configs/tiles_voc_lt.py")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
-    if bad:
-        p.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are accepted")
-    overrides = [tuple(o[len("--config."):].split("=", 1)) for o in overrides]
+    args, rest = p.parse_known_args(argv)
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from ltjax.config import exit_on_config_error
+    from ltjax.config import exit_on_config_error, parse_cli
 
     rows, notes = [], []
     with exit_on_config_error():  # a bad spec or override: the message, exit 2, no traceback
+        # the --config.FIELD=VALUE / --config.FIELD VALUE overrides, parsed as ltjax.train parses them
+        overrides = parse_cli(rest, prog="dataset_stats.py", description=__doc__, require_config=False,
+                              require_workdir=False, accept_config=False).overrides
         for spec in args.configs:
             row, note = stats_row(spec, overrides)
             rows.append(row)

@@ -97,14 +97,14 @@ class ClassAwareSampler(_EpochCachedSampler):
             raise ValueError("class-aware sampling: no class has a training example")
         counts = positives.sum(axis=0)
         self.draws_per_class = int(draws_per_class)
-        if epoch_length is None:
-            self.epoch_length = int(counts.max() * labels.shape[1] / epoch_divisor)
-            if self.epoch_length <= 0:
-                raise ValueError("class-aware sampling: epoch length max(n_c) * C / divisor is 0")
-        else:
-            self.epoch_length = int(epoch_length)
-            if self.epoch_length <= 0:
-                raise ValueError(f"class-aware sampling: epoch length must be > 0, got {epoch_length}")
+        if epoch_length is None:  # the DB-loss protocol's length
+            epoch_length = int(counts.max() * labels.shape[1] / epoch_divisor)
+        self.epoch_length = int(epoch_length)
+        if self.epoch_length <= 0:
+            raise ValueError(
+                f"class-aware sampling: epoch length must be > 0, got {self.epoch_length} "
+                "(max(n_c) * C / data.class_aware_epoch_divisor, or N with data.class_aware_epoch='num_examples')"
+            )
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         rng = _epoch_rng(self.seed, epoch, 1)
