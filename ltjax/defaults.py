@@ -30,6 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 0  # grain worker processes (0 = read in threads of the main process)
     c.data.read_threads = 2  # grain reader threads in the main process
     c.data.prefetch_batches = 4  # batches read ahead (bounds the pipeline's memory)
+    # device-resident pipeline (ltjax/data/on_device.py): the split lives on the accelerators and images
+    # are cropped / flipped / colour-jittered / normalised inside the jitted step
+    c.data.on_device = False
+    c.data.device_store_size = 0  # images: side of the stored training images; 0 = native size or auto
+    c.data.device_max_gb = 8.0  # refuse device stores larger than this many GiB (they are replicated)
 
     # ---- model / method ---------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()

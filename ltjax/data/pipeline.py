@@ -64,6 +64,30 @@ class _ReadBatch:
         return _stack(examples)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ReadIndices:
+    """Stream positions -> ``{"index", "position", "labels", **extras}``: the batch of the device-resident
+    pipeline (:mod:`ltjax.data.on_device`), whose inputs are gathered and augmented on the devices.
+
+    ``position`` is the global stream position modulo 2**32 (uint32), the key of the example's
+    augmentation; ``extras`` are per-example arrays gathered by example index (e.g. image sizes).
+    """
+
+    labels: np.ndarray
+    sampler: Any
+    extras: dict
+
+    def __call__(self, positions: np.ndarray) -> dict:
+        indices = self.sampler.indices(positions)
+        out = {
+            "index": indices.astype(np.int32),
+            "position": (np.asarray(positions, np.int64) & 0xFFFFFFFF).astype(np.uint32),
+            "labels": self.labels[indices],
+        }
+        out.update({k: v[indices] for k, v in self.extras.items()})
+        return out
+
+
 def process_batch_size(global_batch: int, process_count: int | None = None) -> int:
     process_count = jax.process_count() if process_count is None else process_count
     if global_batch % process_count:
@@ -94,13 +118,35 @@ def train_dataset(
     ``read_threads``/``prefetch_batches`` bound the in-process prefetch (memory = prefetch_batches
     batches); ``num_workers`` > 0 reads in that many worker processes instead.
     """
+    read = _ReadBatch(split, sampler, transform, int(seed))
+    return _batch_stream(read, global_batch, num_steps, process_index, process_count, num_workers, read_threads,
+                         prefetch_batches)
+
+
+def train_index_dataset(
+    labels: np.ndarray,
+    sampler,
+    global_batch: int,
+    num_steps: int,
+    *,
+    extras: dict | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    read_threads: int = 1,
+    prefetch_batches: int = 4,
+) -> grain.IterDataset:
+    """The training stream of the device-resident pipeline: the same sampler positions and batches as
+    :func:`train_dataset`, but each batch holds example indices (plus labels and ``extras``), not inputs."""
+    read = _ReadIndices(np.asarray(labels), sampler, dict(extras or {}))
+    return _batch_stream(read, global_batch, num_steps, process_index, process_count, 0, read_threads,
+                         prefetch_batches)
+
+
+def _batch_stream(read, global_batch, num_steps, process_index, process_count, num_workers, read_threads,
+                  prefetch_batches) -> grain.IterDataset:
     process_index = jax.process_index() if process_index is None else process_index
     local = process_batch_size(global_batch, process_count)
-    ds = (
-        grain.MapDataset.range(num_steps)
-        .map(_BatchPositions(global_batch, local, process_index))
-        .map(_ReadBatch(split, sampler, transform, int(seed)))
-    )
+    ds = grain.MapDataset.range(num_steps).map(_BatchPositions(global_batch, local, process_index)).map(read)
     it_ds = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=max(int(read_threads), 0), prefetch_buffer_size=max(int(prefetch_batches), 0))
     )
@@ -140,6 +186,23 @@ def eval_batches(
         batch = _stack(examples)
         batch["valid"] = valid.astype(np.float32)
         yield batch
+
+
+def eval_index_batches(
+    num_examples: int,
+    global_batch: int,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict]:
+    """:func:`eval_batches` for a device-resident split: ``{"index": int32, "valid": float32}`` per batch
+    (padding points at example 0 with ``valid`` 0), the same batches and order."""
+    process_index = jax.process_index() if process_index is None else process_index
+    local = process_batch_size(global_batch, process_count)
+    for k in range(max(1, math.ceil(num_examples / global_batch))):
+        idx = np.arange(k * global_batch + process_index * local, k * global_batch + (process_index + 1) * local)
+        valid = idx < num_examples
+        yield {"index": np.where(valid, idx, 0).astype(np.int32), "valid": valid.astype(np.float32)}
 
 
 def to_global(batch: dict, sharding: jax.sharding.Sharding) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ltjax import losses
 from ltjax.data import build_dataset
-from ltjax.data.pipeline import eval_batches, to_global, train_dataset
+from ltjax.data.pipeline import eval_batches, eval_index_batches, to_global, train_dataset, train_index_dataset
 from ltjax.data.sampling import make_sampler
 from ltjax.methods import METHODS
 from ltjax.training import devices
@@ -55,6 +55,12 @@ class Experiment:
         self.mesh = devices.make_mesh(config.mesh)
         self.model = self.method.build_model(config, self.meta, self.dtype)
         self.stats = losses.ClassStats.from_meta(self.meta)
+        self.replicated = devices.replicated(self.mesh)
+        self.device_data = None
+        if bool(config.data.get("on_device", False)):  # the split on the devices, augmented in the step
+            from ltjax.data.on_device import DeviceData
+
+            self.device_data = DeviceData(self.dataset, config.data, self.replicated)
         train = self.dataset.split("train")
         self.sampler = make_sampler(config.data, train.labels, seed=config.seed)
         batch = int(config.data.batch_size)
@@ -83,20 +89,28 @@ class Experiment:
         )
         self._init = jax.jit(init, out_shardings=self.state_shardings)
         self.batch_sharding = devices.batch_sharding(self.mesh)
-        self.replicated = devices.replicated(self.mesh)
+        dd = self.device_data
         step = make_train_step(
-            self.model, self.method, config.method, self.stats, self.tx, self.dtype, self.schedule
+            self.model, self.method, config.method, self.stats, self.tx, self.dtype, self.schedule,
+            input_fn=None if dd is None else dd.batch_inputs,
         )
+        batch_shardings = self.batch_sharding
+        if dd is not None:  # the store is replicated; the per-example entries are split over "data"
+            keys = ("index", "position", "labels", *dd.host_extras())
+            batch_shardings = {"store": self.replicated, **{k: self.batch_sharding for k in keys}}
         self.train_step = jax.jit(
             step,
-            in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
+            in_shardings=(self.state_shardings, batch_shardings, self.replicated),
             out_shardings=(self.state_shardings, self.replicated),
             donate_argnums=0,
         )
-        self.eval_step = jax.jit(
-            make_eval_step(self.model, self.method, self.dtype),
-            out_shardings=self.batch_sharding,
-        )
+        eval_step = make_eval_step(self.model, self.method, self.dtype)
+        self.eval_step = jax.jit(eval_step, out_shardings=self.batch_sharding)
+        if dd is not None:
+            self.eval_from_store = jax.jit(
+                lambda params, batch_stats, store, index: eval_step(params, batch_stats, dd.eval_inputs(store, index)),
+                out_shardings=self.batch_sharding,
+            )
 
     def initial_state(self):
         """The freshly initialised train state; with ``model.pretrained`` the backbone holds those weights."""
@@ -154,8 +168,26 @@ class Experiment:
             ckpt.close()
         return restored["train"], step
 
+    def global_batch(self, host_batch: dict) -> dict:
+        """A process-local host batch from :meth:`train_iterator` -> the global batch ``train_step`` takes."""
+        batch = to_global(host_batch, self.batch_sharding)
+        if self.device_data is not None:
+            batch["store"] = self.device_data.train_store
+        return batch
+
     def train_iterator(self):
         train = self.dataset.split("train")
+        if self.device_data is not None:
+            ds = train_index_dataset(
+                train.labels,
+                self.sampler,
+                int(self.config.data.batch_size),
+                self.total_steps,
+                extras=self.device_data.host_extras(),
+                read_threads=min(int(self.config.data.read_threads), 1),
+                prefetch_batches=int(self.config.data.prefetch_batches),
+            )
+            return iter(ds)
         ds = train_dataset(
             train,
             self.sampler,
@@ -174,10 +206,20 @@ class Experiment:
         from jax.experimental import multihost_utils
 
         split = self.dataset.split(split_name)
+        eval_batch = int(self.config.data.eval_batch_size)
+        if self.device_data is not None:
+            store = self.device_data.eval_store(split_name)
+            batches = eval_index_batches(len(split), eval_batch)
+        else:
+            batches = eval_batches(split, eval_batch, transform=self.dataset.eval_transform)
         scores, valid = [], []
-        for batch in eval_batches(split, int(self.config.data.eval_batch_size), transform=self.dataset.eval_transform):
-            g = to_global({"inputs": batch["inputs"], "valid": batch["valid"]}, self.batch_sharding)
-            s = self.eval_step(params, batch_stats, g["inputs"])
+        for batch in batches:
+            if self.device_data is not None:
+                g = to_global(batch, self.batch_sharding)
+                s = self.eval_from_store(params, batch_stats, store, g["index"])
+            else:
+                g = to_global({"inputs": batch["inputs"], "valid": batch["valid"]}, self.batch_sharding)
+                s = self.eval_step(params, batch_stats, g["inputs"])
             if jax.process_count() > 1:
                 s, v = multihost_utils.process_allgather((s, g["valid"]), tiled=True)
             else:
@@ -251,6 +293,8 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
     log = RunLog(workdir, start, exp.total_steps, config.train.progress_bar)
     if not start and getattr(exp, "init_info", None):  # e.g. GloVe coverage of the vocabulary
         log.write(0, "init", exp.init_info)
+    for line in exp.device_data.messages if exp.device_data is not None else ():
+        log.message(line)
     if start:
         log.message(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
     log_every = max(int(config.train.log_every), 1)
@@ -281,7 +325,7 @@ def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
     step = start
     try:
         while step < exp.total_steps:
-            batch = to_global(next(iterator), exp.batch_sharding)
+            batch = exp.global_batch(next(iterator))
             state, step_metrics = exp.train_step(state, batch, rng)
             step += 1
             if pending is not None:

@@ -40,16 +40,18 @@ def _variables(state_params, batch_stats):
     return {"params": state_params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
-def make_train_step(model, method, method_cfg, stats, tx, compute_dtype, schedule=None):
+def make_train_step(model, method, method_cfg, stats, tx, compute_dtype, schedule=None, input_fn=None):
     """A pure (state, batch, rng) -> (state, metrics) function; jit it with donated state.
 
     metrics: loss, gradient global norm, the learning rate used (when ``schedule`` is given) and
-    the method's auxiliary values."""
+    the method's auxiliary values.  ``input_fn(batch, rng)``, when given, makes the model inputs from
+    the batch inside the step (the device-resident pipeline: gather + augment, keyed by ``rng`` and
+    each example's stream position); otherwise they are ``batch["inputs"]``."""
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         keys = jax.random.split(jax.random.fold_in(rng, state.step), len(RNG_STREAMS))
         rngs = dict(zip(RNG_STREAMS, keys))
-        inputs = batch["inputs"]
+        inputs = batch["inputs"] if input_fn is None else input_fn(batch, rng)
         if jnp.issubdtype(inputs.dtype, jnp.floating):
             inputs = inputs.astype(compute_dtype)
 

@@ -1,0 +1,445 @@
+"""Device-resident datasets: a small split lives on the accelerators and the DB augmentations run there.
+
+With ``data.on_device = True`` the host no longer decodes, crops, jitters and normalises images every
+step (a 2-core host gives ~200-350 images/s at 224 px through :mod:`ltjax.data.images`, far below what a
+GPU ResNet-50 step consumes).  Instead, once before training:
+
+* images: every image of the split is decoded (PIL, EXIF orientation applied, as
+  :func:`ltjax.data.images.decode_image`) and resized to the *store* size, kept as uint8
+  ``[N, Hs, Ws, 3]``; its original ``(H, W)`` is kept too.  The training store is
+
+  - the native size when every training image has the same size (e.g. ``tiles_voc_lt``): nothing is
+    resampled before the crop, as in the host pipeline;
+  - else ``S x S`` with ``S = data.device_store_size`` or, when that is 0, ``ceil(image_size /
+    crop_min_ratio)`` with the random crop (so the smallest crop still holds ``image_size`` pixels per
+    side) and ``image_size`` without it.
+
+  The evaluation store is the evaluation transform's image exactly (decode -> resize to ``image_size``,
+  PIL bilinear), so device evaluation gives the host evaluation's scores.
+* features (``ArraySplit`` datasets such as ``synthetic_lt`` / ``yeast``): the float inputs themselves.
+
+The stores are placed replicated on every device of the mesh (``jax.make_array_from_callback``, so the
+same code runs multi-host; each process reads the split itself).  The grain pipeline then carries only
+``index`` (example), ``position`` (global stream position), ``labels`` and, for images, ``size``; the
+jitted train step gathers ``store[index]`` and, for images, applies :func:`augment_batch`:
+
+1. random crop of the ORIGINAL image's pixel grid, as :func:`ltjax.data.images.random_crop_box`: height
+   an integer in ``[ceil(r H), H]``, width in ``[ceil(r W), W]``, redrawn (50 draws in all, here drawn at
+   once and the first acceptable one taken) while the pixel height/width ratio is outside ``[1/2, 2]``,
+   the full image when all fail; top-left uniform.  The box is mapped to the store's grid and resampled
+   to ``image_size x image_size`` in one step with ``jax.image.scale_and_translate`` (bilinear with
+   antialiasing, the filter PIL's bilinear uses; near the crop border the filter may read pixels just
+   outside the box, where PIL's cropped image clamps);
+2. horizontal flip with probability ``flip_prob``;
+3. the photometric distortion of :func:`ltjax.data.images.photometric_distort`, parts a-f with the same
+   probabilities and ranges (brightness, contrast before or after the HSV part, saturation, hue, the
+   optional channel permutation), clipped to [0, 255] after each part;
+4. normalisation with the ImageNet statistics.
+
+Every draw of example ``i`` comes from ``fold_in(fold_in(rng, AUGMENT_TAG), position_i)``: an example's
+augmentation depends only on the seed and its stream position, not on the device count, the batch it
+sits in or a resume, so a killed run resumes exactly and a sharded step equals a one-device step.  The
+random numbers differ from the host pipeline's numpy ones, so the two modes give the same distribution
+of augmented images, not the same images.
+
+Memory: the stores must fit in every device's memory; :func:`check_budget` refuses stores larger than
+``data.device_max_gb`` with a message that names the sizes and the fix.  Text datasets are not supported
+(their token ids are cheap to make on the host).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltjax.data import images as host_images
+
+AUGMENT_TAG = 0x61756700  # folded into the step's rng for the augmentation stream ("aug")
+
+
+# ----------------------------------------------------------------------------------------------
+# host side: building the stores
+
+
+def _exif_swaps(img) -> bool:
+    try:
+        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: decode_image will decide
+        return False
+
+
+def image_size_of(src) -> tuple[int, int]:
+    """``(H, W)`` of an image source after EXIF orientation, from its header (no decoding)."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(src, np.ndarray) and src.ndim == 3:
+        return int(src.shape[0]), int(src.shape[1])
+    if isinstance(src, np.ndarray) and src.ndim == 0:
+        src = src.item()
+    host_images._check_source(src)
+    try:
+        img = Image.open(io.BytesIO(src)) if isinstance(src, (bytes, bytearray, memoryview)) else Image.open(src)
+        with img:
+            w, h = img.size
+            swap = _exif_swaps(img)
+    except Exception:  # noqa: BLE001 - let the decoder give the clear error
+        h, w = host_images.decode_image(src).shape[:2]
+        return int(h), int(w)
+    return (int(w), int(h)) if swap else (int(h), int(w))
+
+
+def _load_resized(src, size_hw) -> np.ndarray:
+    if isinstance(src, np.ndarray) and src.ndim == 0:
+        src = src.item()
+    img = src if isinstance(src, np.ndarray) else host_images.decode_image(src)
+    return host_images.resize(img, size_hw)
+
+
+def _parallel_map(fn, items, threads: int):
+    if threads <= 1 or len(items) < 16:
+        return [fn(x) for x in items]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
+        return list(pool.map(fn, items, chunksize=16))
+
+
+def split_items(split) -> list:
+    """The raw ``inputs`` of every example of a split (paths, encoded bytes or arrays)."""
+    return [split[int(i)]["inputs"] for i in range(len(split))]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStore:
+    """A split's inputs as one host array, ready to be placed on the devices."""
+
+    kind: str  # "image" | "features"
+    inputs: np.ndarray  # uint8 [N, Hs, Ws, 3] (images) or the feature array [N, ...]
+    sizes: np.ndarray | None  # int32 [N, 2]: the original (H, W) of each image (images only)
+    seconds: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.inputs.nbytes)
+
+    def describe(self) -> str:
+        shape = "x".join(str(d) for d in self.inputs.shape[1:])
+        return f"{len(self.inputs)} x {shape} {self.inputs.dtype} ({self.nbytes / 2**20:.1f} MiB, built in {self.seconds:.1f} s)"
+
+
+def train_store_size(sizes: np.ndarray, image_size: int, crop_min_ratio: float, requested: int = 0) -> tuple[int, int]:
+    """The ``(Hs, Ws)`` training images are stored at (module doc)."""
+    if requested:
+        return int(requested), int(requested)
+    if len(sizes) and (sizes == sizes[0]).all():
+        return int(sizes[0][0]), int(sizes[0][1])
+    if host_images.crop_enabled(crop_min_ratio):
+        side = math.ceil(image_size / float(crop_min_ratio) - 1e-9)
+        return side, side
+    return int(image_size), int(image_size)
+
+
+def image_store(split, size_hw=None, *, image_size: int = 224, crop_min_ratio: float = 0.0,
+                requested: int = 0, threads: int | None = None, max_gb: float = 8.0) -> HostStore:
+    """Decode and resize every image of ``split``.  ``size_hw`` fixes the stored size (evaluation:
+    ``(image_size, image_size)``); else :func:`train_store_size` chooses it."""
+    t0 = time.perf_counter()
+    threads = threads or min(16, os.cpu_count() or 1)
+    items = split_items(split)
+    sizes = np.asarray(_parallel_map(image_size_of, items, threads), np.int32).reshape(-1, 2)
+    if size_hw is None:
+        size_hw = train_store_size(sizes, image_size, crop_min_ratio, requested)
+    check_budget(len(items) * size_hw[0] * size_hw[1] * 3, f"{len(items)} images at {size_hw[0]}x{size_hw[1]}", max_gb)
+    out = np.empty((len(items), size_hw[0], size_hw[1], 3), np.uint8)
+
+    def fill(i):
+        out[i] = _load_resized(items[i], size_hw)
+
+    _parallel_map(fill, list(range(len(items))), threads)
+    return HostStore("image", out, sizes, time.perf_counter() - t0)
+
+
+def features_store(split) -> HostStore:
+    t0 = time.perf_counter()
+    inputs = np.asarray(split.inputs) if hasattr(split, "inputs") else np.stack([np.asarray(x) for x in split_items(split)])
+    return HostStore("features", inputs, None, time.perf_counter() - t0)
+
+
+def check_budget(nbytes: int, what: str, max_gb: float) -> None:
+    """Refuse a device store of ``nbytes`` above ``max_gb`` GiB (``data.device_max_gb``)."""
+    limit = float(max_gb)
+    if nbytes > limit * 2**30:
+        raise ValueError(
+            f"data.on_device: {what} take {nbytes / 2**30:.2f} GiB per device, above data.device_max_gb={limit:g}; "
+            "this dataset is too large to keep on the devices: set data.on_device=false (host pipeline), "
+            "lower data.image_size / data.device_store_size, or raise data.device_max_gb if the devices have "
+            "the memory"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# device side: colour space, photometric distortion, crop + resize (pure jnp, per example)
+
+
+def rgb_to_hsv(x):
+    """jnp version of :func:`ltjax.data.images.rgb_to_hsv` (H degrees [0, 360), S [0, 1], V = max)."""
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    v = jnp.maximum(jnp.maximum(r, g), b)
+    d = v - jnp.minimum(jnp.minimum(r, g), b)
+    dd = jnp.where(d > 0, d, 1.0)
+    h = jnp.where(v == r, g - b, jnp.where(v == g, b - r + 2 * dd, r - g + 4 * dd)) * 60.0 / dd
+    h = jnp.where(d == 0, 0.0, h)
+    h = jnp.where(h < 0, h + 360.0, h)
+    s = jnp.where(v > 0, d / jnp.where(v > 0, v, 1.0), 0.0)
+    return jnp.stack([h, s, v], axis=-1)
+
+
+def hsv_to_rgb(hsv):
+    """jnp version of :func:`ltjax.data.images.hsv_to_rgb` (H taken modulo 360)."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    h6 = jnp.mod(h, 360.0) / 60.0
+    vs = v * s
+    chans = []
+    for offset in (5.0, 3.0, 1.0):
+        k = h6 + offset
+        k = jnp.where(k >= 6, k - 6, k)
+        w = jnp.clip(jnp.minimum(4.0 - k, k), 0.0, 1.0)
+        chans.append(v - vs * w)
+    return jnp.stack(chans, axis=-1)
+
+
+def _clip(x):
+    return jnp.clip(x, 0.0, 255.0)
+
+
+def photometric_params(key, channel_swap: bool = False) -> dict:
+    """The random parameters of one photometric distortion (coins as bools, values, a permutation)."""
+    ks = jax.random.split(key, 10)
+    u = lambda k, lo, hi: jax.random.uniform(k, (), jnp.float32, lo, hi)  # noqa: E731
+    coin = lambda k: jax.random.bernoulli(k)  # noqa: E731
+    p = {
+        "brightness_on": coin(ks[0]),
+        "brightness": u(ks[1], -host_images.BRIGHTNESS_DELTA, host_images.BRIGHTNESS_DELTA),
+        "contrast_first": coin(ks[2]),
+        # one contrast coin and factor: only one of the two contrast slots can be active, so this has the
+        # host pipeline's distribution (which draws a coin in whichever slot the position coin chose)
+        "contrast_on": coin(ks[3]),
+        "contrast": u(ks[4], *host_images.CONTRAST_RANGE),
+        "saturation_on": coin(ks[5]),
+        "saturation": u(ks[6], *host_images.SATURATION_RANGE),
+        "hue_on": coin(ks[7]),
+        "hue": u(ks[8], -host_images.HUE_DELTA, host_images.HUE_DELTA),
+    }
+    if channel_swap:
+        k_on, k_perm = jax.random.split(ks[9])
+        p["swap_on"] = coin(k_on)
+        p["permutation"] = jax.random.permutation(k_perm, 3)
+    return p
+
+
+def photometric_apply(x, p: dict):
+    """The photometric distortion with given parameters (see :func:`photometric_params`) on float RGB
+    in the 0-255 scale, ``[H, W, 3]``; each part is applied where its coin is on."""
+    x = _clip(x)
+    x = jnp.where(p["brightness_on"], _clip(x + p["brightness"]), x)
+    x = jnp.where(p["contrast_first"] & p["contrast_on"], _clip(x * p["contrast"]), x)
+    sat = jnp.where(p["saturation_on"], p["saturation"], 1.0)
+    hue = jnp.where(p["hue_on"], p["hue"], 0.0)
+    hsv = rgb_to_hsv(x)
+    hsv = jnp.stack([jnp.mod(hsv[..., 0] + hue, 360.0), hsv[..., 1] * sat, hsv[..., 2]], axis=-1)
+    x = jnp.where(p["saturation_on"] | p["hue_on"], _clip(hsv_to_rgb(hsv)), x)
+    x = jnp.where(~p["contrast_first"] & p["contrast_on"], _clip(x * p["contrast"]), x)
+    if "swap_on" in p:
+        x = jnp.where(p["swap_on"], x[..., p["permutation"]], x)
+    return x
+
+
+def crop_box(key, height, width, min_ratio: float):
+    """``(top, left, crop_h, crop_w)`` float32 for an original image of ``height x width`` pixels (traced
+    ints), the rule of :func:`ltjax.data.images.random_crop_box` with its 50 draws made at once."""
+    height = jnp.asarray(height, jnp.int32)
+    width = jnp.asarray(width, jnp.int32)
+    if not host_images.crop_enabled(min_ratio):
+        z = jnp.zeros((), jnp.float32)
+        return z, z, height.astype(jnp.float32), width.astype(jnp.float32)
+    tries = host_images.CROP_TRIES
+    k_h, k_w, k_t, k_l = jax.random.split(key, 4)
+    min_h = jnp.minimum(height, jnp.ceil(min_ratio * height.astype(jnp.float32) - 1e-6).astype(jnp.int32))
+    min_w = jnp.minimum(width, jnp.ceil(min_ratio * width.astype(jnp.float32) - 1e-6).astype(jnp.int32))
+    ch = jax.random.randint(k_h, (tries,), min_h, height + 1)
+    cw = jax.random.randint(k_w, (tries,), min_w, width + 1)
+    ratio = ch.astype(jnp.float32) / cw.astype(jnp.float32)
+    ok = (ratio >= 1.0 / host_images.CROP_ASPECT_LIMIT) & (ratio <= host_images.CROP_ASPECT_LIMIT)
+    first = jnp.argmax(ok)
+    found = ok.any()
+    ch = jnp.where(found, ch[first], height)
+    cw = jnp.where(found, cw[first], width)
+    top = jax.random.randint(k_t, (), 0, height - ch + 1)
+    left = jax.random.randint(k_l, (), 0, width - cw + 1)
+    f = lambda v: v.astype(jnp.float32)  # noqa: E731
+    return f(top), f(left), f(ch), f(cw)
+
+
+def crop_resize(img, box, original_hw, size: int):
+    """Resample the crop ``box`` (in the original image's pixels) of ``img`` (a stored ``[Hs, Ws, C]``
+    float image, a resize of the original) to ``size x size``: bilinear, antialiased when shrinking."""
+    top, left, ch, cw = box
+    hs, ws = img.shape[0], img.shape[1]
+    sy = hs / original_hw[0].astype(jnp.float32)
+    sx = ws / original_hw[1].astype(jnp.float32)
+    scale = jnp.stack([size / (ch * sy), size / (cw * sx)])
+    translation = -jnp.stack([top * sy, left * sx]) * scale
+    return jax.image.scale_and_translate(
+        img, (size, size, img.shape[2]), (0, 1), scale, translation, method="linear", antialias=True
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+    """The static part of the on-device training transform (from ``config.data``)."""
+
+    size: int
+    augment: bool = True
+    flip_prob: float = 0.5
+    photometric: bool = True
+    crop_min_ratio: float = 0.8
+    channel_swap: bool = False
+    mean: tuple = host_images.IMAGENET_MEAN
+    std: tuple = host_images.IMAGENET_STD
+
+    @classmethod
+    def from_transform(cls, t: host_images.ImageTransform) -> "AugmentSpec":
+        return cls(
+            size=t.size, augment=t.train, flip_prob=t.flip_prob, photometric=t.photometric,
+            crop_min_ratio=t.crop_min_ratio, channel_swap=t.channel_swap, mean=t.mean, std=t.std,
+        )
+
+
+def normalize(x, mean=host_images.IMAGENET_MEAN, std=host_images.IMAGENET_STD):
+    return (x.astype(jnp.float32) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def augment_one(img_u8, original_hw, key, spec: AugmentSpec):
+    """One stored uint8 image -> float32 ``[size, size, 3]`` normalised (the training transform)."""
+    x = img_u8.astype(jnp.float32)
+    k_crop, k_flip, k_photo = jax.random.split(key, 3)
+    if not spec.augment:
+        if x.shape[:2] != (spec.size, spec.size):
+            box = (0.0, 0.0, original_hw[0].astype(jnp.float32), original_hw[1].astype(jnp.float32))
+            x = crop_resize(x, box, original_hw, spec.size)
+        return normalize(x, spec.mean, spec.std)
+    box = crop_box(k_crop, original_hw[0], original_hw[1], spec.crop_min_ratio)
+    x = crop_resize(x, box, original_hw, spec.size)
+    if spec.flip_prob > 0:
+        x = jnp.where(jax.random.uniform(k_flip) < spec.flip_prob, x[:, ::-1], x)
+    if spec.photometric:
+        x = photometric_apply(x, photometric_params(k_photo, spec.channel_swap))
+    return normalize(x, spec.mean, spec.std)
+
+
+def example_keys(rng, positions):
+    """Per-example keys: ``fold_in(fold_in(rng, AUGMENT_TAG), position)``."""
+    base = jax.random.fold_in(rng, AUGMENT_TAG)
+    return jax.vmap(lambda p: jax.random.fold_in(base, p))(positions.astype(jnp.uint32))
+
+
+def augment_batch(images_u8, original_hw, positions, rng, spec: AugmentSpec):
+    """uint8 ``[B, Hs, Ws, 3]`` -> float32 ``[B, size, size, 3]``, each example keyed by its position."""
+    keys = example_keys(rng, positions)
+    return jax.vmap(lambda im, hw, k: augment_one(im, hw, k, spec))(images_u8, original_hw, keys)
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment-facing object
+
+
+def _place_replicated(array: np.ndarray, sharding) -> jax.Array:
+    return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
+
+
+class DeviceData:
+    """The stores of one dataset on the mesh and the functions the jitted steps call on them.
+
+    ``batch_inputs(batch, rng)`` -> model inputs for a training batch ``{"store", "index", "position",
+    ["size"], "labels"}``; ``eval_inputs(store, index)`` -> the evaluation inputs.
+    """
+
+    def __init__(self, dataset, data_cfg, replicated_sharding):
+        kind = dataset.meta.input_kind
+        if kind == "text":
+            raise ValueError(
+                f"data.on_device supports image and feature datasets, not text ({dataset.meta.name}); "
+                "set data.on_device=false (token ids are cheap to make on the host)"
+            )
+        t = dataset.train_transform
+        if kind == "image" and t is None:  # images already held as arrays, no per-example transform
+            kind = "features"
+        self.kind = kind
+        self.dataset = dataset
+        self.data_cfg = data_cfg
+        self.replicated = replicated_sharding
+        self.max_gb = float(data_cfg.get("device_max_gb", 8.0))
+        self._eval = {}
+        train = dataset.split("train")
+        if kind == "image":
+            if not isinstance(t, host_images.ImageTransform):
+                raise ValueError(
+                    f"data.on_device needs the image transform of ltjax.data.images for {dataset.meta.name}; "
+                    "this dataset brings its own: set data.on_device=false"
+                )
+            self.spec = AugmentSpec.from_transform(t)
+            host = image_store(
+                train, image_size=self.spec.size, crop_min_ratio=self.spec.crop_min_ratio if self.spec.augment else 0.0,
+                requested=int(data_cfg.get("device_store_size", 0)), max_gb=self.max_gb,
+            )
+        else:
+            if t is not None:
+                raise ValueError(
+                    f"data.on_device: {dataset.meta.name} has a per-example host transform that the device "
+                    "pipeline cannot run; set data.on_device=false"
+                )
+            self.spec = None
+            host = features_store(train)
+            check_budget(host.nbytes, f"the {len(host.inputs)} training examples", self.max_gb)
+        self.train_host = host
+        self.train_sizes = host.sizes
+        self.train_store = _place_replicated(host.inputs, replicated_sharding)
+        self.messages = [f"on_device: train store {host.describe()}"]
+
+    # -- training ------------------------------------------------------------------------------
+
+    def batch_inputs(self, batch, rng):
+        images = jnp.take(batch["store"], batch["index"], axis=0)
+        if self.kind == "features":
+            return images
+        return augment_batch(images, batch["size"], batch["position"], rng, self.spec)
+
+    def host_extras(self):
+        """Per-example host arrays the index pipeline adds to each batch (gathered by index)."""
+        return {"size": self.train_sizes} if self.kind == "image" else {}
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def eval_store(self, split_name: str) -> jax.Array:
+        if split_name not in self._eval:
+            split = self.dataset.split(split_name)
+            if self.kind == "image":
+                host = image_store(split, (self.spec.size, self.spec.size), max_gb=self.max_gb)
+            else:
+                host = features_store(split)
+                check_budget(host.nbytes, f"the {len(host.inputs)} {split_name} examples", self.max_gb)
+            self.messages.append(f"on_device: {split_name} store {host.describe()}")
+            self._eval[split_name] = _place_replicated(host.inputs, self.replicated)
+        return self._eval[split_name]
+
+    def eval_inputs(self, store, index):
+        x = jnp.take(store, index, axis=0)
+        if self.kind == "features":
+            return x
+        return normalize(x, self.spec.mean, self.spec.std)
