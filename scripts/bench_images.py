@@ -51,6 +51,57 @@ def make_images(folder: str, n: int, seed: int = 0, size=(375, 500)) -> list[str
     return paths
 
 
+def device_rows(source, paths, labels, args, work) -> list[dict]:
+    """The device-resident pipeline (``data.on_device``): building the store once (decode + resize in
+    threads), then gather + DB augmentations + normalise as one jitted function, per batch."""
+    import jax
+    import numpy as np
+
+    from ltjax.data import on_device as od
+    from ltjax.data.sources import dataset_from_source, source_defaults
+    from ltjax.defaults import base_config
+
+    rows = []
+    dev = jax.devices()[0]
+    for size in args.sizes:
+        cfg = source_defaults("image")
+        cfg.groups = base_config().data.groups
+        cfg.storage = "files"
+        cfg.image_size = size
+        ds = dataset_from_source(source, cfg)
+        t = time.perf_counter()
+        host = od.image_store(ds.split("train"), image_size=size, crop_min_ratio=cfg.crop_min_ratio)
+        build_s = time.perf_counter() - t
+        rows.append({"what": f"on_device store build (decode + resize to {host.inputs.shape[1]}, "
+                             f"{min(16, os.cpu_count() or 1)} threads)", "size": size, "storage": "files",
+                     "cache": "-", "workers": 0, "epoch": "-", "images_per_s": len(paths) / build_s})
+        store = jax.device_put(host.inputs, dev)
+        sizes = jax.device_put(host.sizes, dev)
+        spec = od.AugmentSpec.from_transform(ds.train_transform)
+        fn = jax.jit(lambda st, sz, idx, pos, key: od.augment_batch(st[idx], sz[idx], pos, key, spec))
+        key = jax.random.key(0)
+        rng = np.random.default_rng(0)
+        steps = max(len(paths) // args.batch_size, 2) * args.epochs
+        idx = [jax.device_put(rng.integers(0, len(paths), args.batch_size).astype(np.int32), dev) for _ in range(steps)]
+        pos = [jax.device_put(np.arange(k * args.batch_size, (k + 1) * args.batch_size, dtype=np.uint32), dev)
+               for k in range(steps)]
+        t = time.perf_counter()
+        jax.block_until_ready(fn(store, sizes, idx[0], pos[0], key))
+        first_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for k in range(steps):
+            out = fn(store, sizes, idx[k], pos[k], key)
+        jax.block_until_ready(out)
+        dt = time.perf_counter() - t
+        assert out.shape == (args.batch_size, size, size, 3)
+        rows.append({"what": f"on_device augmentation (jit gather + crop/resize + flip + photometric + normalise, "
+                             f"{dev.platform})", "size": size, "storage": "device", "cache": "-", "workers": 0,
+                     "epoch": "-", "images_per_s": steps * args.batch_size / dt, "first_batch_s": first_s})
+        print(f"  on_device size {size}: store {build_s:.1f} s, augmentation "
+              f"{rows[-1]['images_per_s']:.1f} images/s (compile {first_s:.1f} s)", flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=512)
@@ -62,8 +113,11 @@ def main(argv=None):
     p.add_argument("--read-threads", type=int, default=2)
     p.add_argument("--dir", default="", help="work folder for the JPEGs and the array_record copy (default: a temp dir)")
     p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--no-device", action="store_true", help="skip the device-resident pipeline rows (data.on_device)")
+    p.add_argument("--real-devices", action="store_true", help="device rows on the accelerator (default: CPU)")
     args = p.parse_args(argv)
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if not args.real_devices:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     import numpy as np
 
@@ -143,6 +197,9 @@ def main(argv=None):
                     if hasattr(it, "close"):
                         it.close()
                     del it
+
+    if not args.no_device:
+        rows += device_rows(source, paths, labels, args, work)
 
     print()
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "

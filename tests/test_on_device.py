@@ -170,6 +170,7 @@ def test_store_size_rule():
     same = np.array([[80, 80]] * 3)
     mixed = np.array([[375, 500], [500, 375]])
     assert od.train_store_size(same, 80, 0.8) == (80, 80)  # native: nothing resampled before the crop
+    assert od.train_store_size(np.array([[375, 500]] * 2), 224, 0.8) == (280, 280)  # native but larger
     assert od.train_store_size(mixed, 224, 0.8) == (280, 280)
     assert od.train_store_size(mixed, 224, 0.0) == (224, 224)
     assert od.train_store_size(mixed, 224, 0.8, requested=256) == (256, 256)

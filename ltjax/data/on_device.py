@@ -8,11 +8,11 @@ GPU ResNet-50 step consumes).  Instead, once before training:
   :func:`ltjax.data.images.decode_image`) and resized to the *store* size, kept as uint8
   ``[N, Hs, Ws, 3]``; its original ``(H, W)`` is kept too.  The training store is
 
-  - the native size when every training image has the same size (e.g. ``tiles_voc_lt``): nothing is
-    resampled before the crop, as in the host pipeline;
-  - else ``S x S`` with ``S = data.device_store_size`` or, when that is 0, ``ceil(image_size /
+  - ``S x S`` with ``S = data.device_store_size`` or, when that is 0, ``ceil(image_size /
     crop_min_ratio)`` with the random crop (so the smallest crop still holds ``image_size`` pixels per
-    side) and ``image_size`` without it.
+    side) and ``image_size`` without it;
+  - but the native size when every training image has the same size, no larger than ``S`` per side
+    (e.g. ``tiles_voc_lt``): nothing is resampled before the crop, as in the host pipeline.
 
   The evaluation store is the evaluation transform's image exactly (decode -> resize to ``image_size``,
   PIL bilinear), so device evaluation gives the host evaluation's scores.
@@ -137,12 +137,12 @@ def train_store_size(sizes: np.ndarray, image_size: int, crop_min_ratio: float, 
     """The ``(Hs, Ws)`` training images are stored at (module doc)."""
     if requested:
         return int(requested), int(requested)
-    if len(sizes) and (sizes == sizes[0]).all():
-        return int(sizes[0][0]), int(sizes[0][1])
+    side = int(image_size)
     if host_images.crop_enabled(crop_min_ratio):
         side = math.ceil(image_size / float(crop_min_ratio) - 1e-9)
-        return side, side
-    return int(image_size), int(image_size)
+    if len(sizes) and (sizes == sizes[0]).all() and sizes[0][0] <= side and sizes[0][1] <= side:
+        return int(sizes[0][0]), int(sizes[0][1])  # one small native size: nothing resampled before the crop
+    return side, side
 
 
 def image_store(split, size_hw=None, *, image_size: int = 224, crop_min_ratio: float = 0.0,
