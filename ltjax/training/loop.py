@@ -223,10 +223,11 @@ class Experiment:
             if jax.process_count() > 1:
                 s, v = multihost_utils.process_allgather((s, g["valid"]), tiled=True)
             else:
-                s, v = jax.device_get((s, g["valid"]))
-            scores.append(np.asarray(s))
-            valid.append(np.asarray(v))
-        scores = np.concatenate(scores)[np.concatenate(valid) > 0]
+                v = g["valid"]  # stays on the device: no host round trip per batch (fetched once below)
+            scores.append(s)
+            valid.append(v)
+        scores, valid = jax.device_get((scores, valid))
+        scores = np.concatenate([np.asarray(s) for s in scores])[np.concatenate([np.asarray(v) for v in valid]) > 0]
         return scores, np.asarray(split.labels)
 
 
