@@ -8,6 +8,7 @@ import sys
 
 import chex
 import numpy as np
+import pytest
 
 from helpers import REPO, run_module
 
@@ -25,7 +26,10 @@ def _train_records(workdir):
         return [json.loads(line) for line in f if line.strip() and '"train"' in line]
 
 
-def test_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("multi_on_device", [False, True], ids=["host_pipeline", "on_device"])
+def test_two_processes_match_one_process(tmp_path, multi_on_device):
+    """With ``multi_on_device`` the 2 processes keep the split on their devices (data.on_device: each
+    process places the replicated store on its 4 devices) and still match the 1-process host run."""
     args = ["--config", f"{TINY}:3", "--config.train.log_every=8", "--config.train.checkpoint_every=16"]
     single = str(tmp_path / "single")
     r = run_module("ltjax.train", *args, "--workdir", single,
@@ -45,13 +49,15 @@ def test_two_processes_match_one_process(tmp_path):
             LTJAX_PROCESS_ID=str(pid),
         )
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "ltjax.train", *args, "--workdir", multi],
+            [sys.executable, "-m", "ltjax.train", *args, "--workdir", multi,
+             *(["--config.data.on_device=true"] if multi_on_device else [])],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "head" in outs[0][0]  # process 0 prints the table
+    assert ("on_device: train store" in outs[0][0] + outs[0][1]) == multi_on_device
 
     a, b = _train_records(single), _train_records(multi)
     assert [r["step"] for r in a] == [r["step"] for r in b]
