@@ -366,8 +366,8 @@ def _place_replicated(array: np.ndarray, sharding) -> jax.Array:
 class DeviceData:
     """The stores of one dataset on the mesh and the functions the jitted steps call on them.
 
-    ``batch_inputs(batch, rng)`` -> model inputs for a training batch ``{"store", "index", "position",
-    ["size"], "labels"}``; ``eval_inputs(store, index)`` -> the evaluation inputs.
+    ``batch_inputs(batch, rng)`` -> model inputs for a training batch ``{"store", "index", "labels"}``
+    (+ ``"position"`` and ``"size"`` for images); ``eval_inputs(store, index)`` -> the evaluation inputs.
     """
 
     def __init__(self, dataset, data_cfg, replicated_sharding):
@@ -423,6 +423,15 @@ class DeviceData:
     def host_extras(self):
         """Per-example host arrays the index pipeline adds to each batch (gathered by index)."""
         return {"size": self.train_sizes} if self.kind == "image" else {}
+
+    @property
+    def uses_positions(self) -> bool:
+        """Whether batches carry stream positions (the augmentation keys; features need none)."""
+        return self.kind == "image"
+
+    def batch_keys(self) -> tuple[str, ...]:
+        """The per-example entries of a training batch (all split over the data axis)."""
+        return ("index", "labels", *(("position",) if self.uses_positions else ()), *self.host_extras())
 
     # -- evaluation ----------------------------------------------------------------------------
 

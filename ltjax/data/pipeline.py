@@ -66,24 +66,24 @@ class _ReadBatch:
 
 @dataclasses.dataclass(frozen=True)
 class _ReadIndices:
-    """Stream positions -> ``{"index", "position", "labels", **extras}``: the batch of the device-resident
-    pipeline (:mod:`ltjax.data.on_device`), whose inputs are gathered and augmented on the devices.
+    """Stream positions -> ``{"index", "labels", ["position"], **extras}``: the batch of the device-resident
+    pipeline (:mod:`ltjax.data.on_device`), whose inputs are gathered (and augmented) on the devices.
 
-    ``position`` is the global stream position modulo 2**32 (uint32), the key of the example's
-    augmentation; ``extras`` are per-example arrays gathered by example index (e.g. image sizes).
+    ``position`` (with ``with_positions``) is the global stream position modulo 2**32 (uint32), the key
+    of the example's augmentation; ``extras`` are per-example arrays gathered by example index (e.g.
+    image sizes).
     """
 
     labels: np.ndarray
     sampler: Any
     extras: dict
+    with_positions: bool = True
 
     def __call__(self, positions: np.ndarray) -> dict:
         indices = self.sampler.indices(positions)
-        out = {
-            "index": indices.astype(np.int32),
-            "position": (np.asarray(positions, np.int64) & 0xFFFFFFFF).astype(np.uint32),
-            "labels": self.labels[indices],
-        }
+        out = {"index": indices.astype(np.int32), "labels": self.labels[indices]}
+        if self.with_positions:
+            out["position"] = (np.asarray(positions, np.int64) & 0xFFFFFFFF).astype(np.uint32)
         out.update({k: v[indices] for k, v in self.extras.items()})
         return out
 
@@ -130,6 +130,7 @@ def train_index_dataset(
     num_steps: int,
     *,
     extras: dict | None = None,
+    with_positions: bool = True,
     process_index: int | None = None,
     process_count: int | None = None,
     read_threads: int = 1,
@@ -137,7 +138,7 @@ def train_index_dataset(
 ) -> grain.IterDataset:
     """The training stream of the device-resident pipeline: the same sampler positions and batches as
     :func:`train_dataset`, but each batch holds example indices (plus labels and ``extras``), not inputs."""
-    read = _ReadIndices(np.asarray(labels), sampler, dict(extras or {}))
+    read = _ReadIndices(np.asarray(labels), sampler, dict(extras or {}), bool(with_positions))
     return _batch_stream(read, global_batch, num_steps, process_index, process_count, 0, read_threads,
                          prefetch_batches)
 

@@ -96,8 +96,7 @@ class Experiment:
         )
         batch_shardings = self.batch_sharding
         if dd is not None:  # the store is replicated; the per-example entries are split over "data"
-            keys = ("index", "position", "labels", *dd.host_extras())
-            batch_shardings = {"store": self.replicated, **{k: self.batch_sharding for k in keys}}
+            batch_shardings = {"store": self.replicated, **{k: self.batch_sharding for k in dd.batch_keys()}}
         self.train_step = jax.jit(
             step,
             in_shardings=(self.state_shardings, batch_shardings, self.replicated),
@@ -184,6 +183,7 @@ class Experiment:
                 int(self.config.data.batch_size),
                 self.total_steps,
                 extras=self.device_data.host_extras(),
+                with_positions=self.device_data.uses_positions,
                 read_threads=min(int(self.config.data.read_threads), 1),
                 prefetch_batches=int(self.config.data.prefetch_batches),
             )
