@@ -295,6 +295,10 @@ def test_clear_errors(tmp_path):
     ds = _png_dataset(str(tmp_path))
     with pytest.raises(ValueError, match="device_max_gb"):
         Experiment(_image_config(**{"data.device_max_gb": 1e-6}), dataset=ds)
-    text = Dataset(ds.meta.__class__(**{**ds.meta.__dict__, "input_kind": "text"}), ds.splits)
-    with pytest.raises(ValueError, match="data.on_device=false"):
-        od.DeviceData(text, _image_config().data, None)
+    text_meta = ds.meta.__class__(**{**ds.meta.__dict__, "input_kind": "text"})
+    random_t = Dataset(text_meta, ds.splits, lambda e, rng: e, lambda e: e)  # a transform without "deterministic"
+    with pytest.raises(ValueError, match="random per-example host transform.*data.on_device=false"):
+        od.DeviceData(random_t, _image_config().data, None)
+    paths_only = Dataset(text_meta, ds.splits)  # strings and no transform to turn them into arrays
+    with pytest.raises(ValueError, match="not numeric arrays.*data.on_device=false"):
+        od.DeviceData(paths_only, _image_config().data, None)

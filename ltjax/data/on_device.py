@@ -16,7 +16,9 @@ GPU ResNet-50 step consumes).  Instead, once before training:
 
   The evaluation store is the evaluation transform's image exactly (decode -> resize to ``image_size``,
   PIL bilinear), so device evaluation gives the host evaluation's scores.
-* features (``ArraySplit`` datasets such as ``synthetic_lt`` / ``yeast``): the float inputs themselves.
+* features (``ArraySplit`` datasets such as ``synthetic_lt`` / ``yeast``): the float inputs themselves;
+* text: the token ids of every document, from the dataset's deterministic transform (tokenise, look up,
+  pad / cut to ``max_length``) applied once, instead of every time a document is drawn.
 
 The stores are placed replicated on every device of the mesh (``jax.make_array_from_callback``, so the
 same code runs multi-host; each process reads the split itself).  The grain pipeline then carries only
@@ -43,8 +45,8 @@ random numbers differ from the host pipeline's numpy ones, so the two modes give
 of augmented images, not the same images.
 
 Memory: the stores must fit in every device's memory; :func:`check_budget` refuses stores larger than
-``data.device_max_gb`` with a message that names the sizes and the fix.  Text datasets are not supported
-(their token ids are cheap to make on the host).
+``data.device_max_gb`` with a message that names the sizes and the fix.  A dataset whose host transform
+is random and not the image recipe cannot be kept on the devices (a clear error says so).
 """
 from __future__ import annotations
 
@@ -165,9 +167,21 @@ def image_store(split, size_hw=None, *, image_size: int = 224, crop_min_ratio: f
     return HostStore("image", out, sizes, time.perf_counter() - t0)
 
 
-def features_store(split) -> HostStore:
+def features_store(split, transform=None) -> HostStore:
+    """A split's inputs as one array: as held (``ArraySplit``), or each example through a deterministic
+    ``transform`` (e.g. text -> token ids), applied once here instead of every time it is drawn."""
     t0 = time.perf_counter()
-    inputs = np.asarray(split.inputs) if hasattr(split, "inputs") else np.stack([np.asarray(x) for x in split_items(split)])
+    if transform is not None:
+        inputs = np.stack([np.asarray(transform(split[int(i)])["inputs"]) for i in range(len(split))])
+    elif hasattr(split, "inputs"):
+        inputs = np.asarray(split.inputs)
+    else:
+        inputs = np.stack([np.asarray(x) for x in split_items(split)])
+    if not (np.issubdtype(inputs.dtype, np.number) or inputs.dtype == np.bool_):
+        raise ValueError(
+            f"data.on_device: the split's inputs are {inputs.dtype} (e.g. paths or documents), not numeric arrays, "
+            "and the dataset has no deterministic transform that makes them so; set data.on_device=false"
+        )
     return HostStore("features", inputs, None, time.perf_counter() - t0)
 
 
@@ -372,13 +386,17 @@ class DeviceData:
 
     def __init__(self, dataset, data_cfg, replicated_sharding):
         kind = dataset.meta.input_kind
-        if kind == "text":
-            raise ValueError(
-                f"data.on_device supports image and feature datasets, not text ({dataset.meta.name}); "
-                "set data.on_device=false (token ids are cheap to make on the host)"
-            )
         t = dataset.train_transform
-        if kind == "image" and t is None:  # images already held as arrays, no per-example transform
+        if t is None:  # inputs held as arrays (features, or images already decoded): gathered as they are
+            kind = "features"
+        self.precompute = None  # a deterministic transform applied once per example (text: token ids)
+        if kind != "image" and t is not None:
+            if not getattr(t, "deterministic", False) or not getattr(dataset.eval_transform, "deterministic", False):
+                raise ValueError(
+                    f"data.on_device: {dataset.meta.name} has a random per-example host transform "
+                    f"({type(t).__name__}) that the device pipeline cannot run; set data.on_device=false"
+                )
+            self.precompute = {"train": t, "eval": dataset.eval_transform}
             kind = "features"
         self.kind = kind
         self.dataset = dataset
@@ -399,13 +417,8 @@ class DeviceData:
                 requested=int(data_cfg.get("device_store_size", 0)), max_gb=self.max_gb,
             )
         else:
-            if t is not None:
-                raise ValueError(
-                    f"data.on_device: {dataset.meta.name} has a per-example host transform that the device "
-                    "pipeline cannot run; set data.on_device=false"
-                )
             self.spec = None
-            host = features_store(train)
+            host = features_store(train, None if self.precompute is None else self.precompute["train"])
             check_budget(host.nbytes, f"the {len(host.inputs)} training examples", self.max_gb)
         self.train_host = host
         self.train_sizes = host.sizes
@@ -441,7 +454,7 @@ class DeviceData:
             if self.kind == "image":
                 host = image_store(split, (self.spec.size, self.spec.size), max_gb=self.max_gb)
             else:
-                host = features_store(split)
+                host = features_store(split, None if self.precompute is None else self.precompute["eval"])
                 check_budget(host.nbytes, f"the {len(host.inputs)} {split_name} examples", self.max_gb)
             self.messages.append(f"on_device: {split_name} store {host.describe()}")
             self._eval[split_name] = _place_replicated(host.inputs, self.replicated)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import ml_collections
 import numpy as np
@@ -185,6 +185,8 @@ class TextTransform:
 
     vocab: Vocabulary
     max_length: int = 500
+    # the same output for every call (no augmentation): data.on_device may apply it once per example
+    deterministic: ClassVar[bool] = True
 
     def __post_init__(self):
         n = self.max_length

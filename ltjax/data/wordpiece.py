@@ -41,7 +41,7 @@ import json
 import os
 import re
 import unicodedata
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
@@ -362,6 +362,8 @@ class WordPieceTransform:
 
     tokenizer: WordPieceTokenizer
     max_length: int = 256
+    # the same output for every call (no augmentation): data.on_device may apply it once per example
+    deterministic: ClassVar[bool] = True
 
     def __post_init__(self):
         n = self.max_length
