@@ -1,0 +1,37 @@
+"""The benchmark scripts stay runnable: each runs at a toy size and prints its table (no timing is
+asserted; performance is measured by running them for real, see docs/PERFORMANCE.md)."""
+import json
+import os
+import subprocess
+import sys
+
+from helpers import REPO
+
+
+def _run(script, *args, timeout=300):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the scripts set up their own (fake) devices
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_step_runs_both_pipelines(tmp_path):
+    out = tmp_path / "step.json"
+    r = _run("bench_step.py", "--devices", "1", "2", "--steps", "3", "--warmup", "1", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(x["devices"], x["pipeline"]) for x in rows] == [(1, "host"), (1, "on_device"), (2, "host"), (2, "on_device")]
+    assert all(x["loop_examples_per_s"] > 0 for x in rows)
+    assert "| devices | pipeline |" in r.stdout
+
+
+def test_bench_images_runs_host_and_device_rows(tmp_path):
+    out = tmp_path / "images.json"
+    r = _run("bench_images.py", "--images", "64", "--sizes", "32", "--batch-size", "8", "--workers", "0",
+             "--storages", "files", "--dir", str(tmp_path / "work"), "--json", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    whats = [x["what"] for x in json.loads(out.read_text())["rows"]]
+    assert any(w.startswith("train stream (DB") for w in whats)
+    assert any(w.startswith("train stream, all epochs") for w in whats)
+    assert any(w.startswith("on_device augmentation") for w in whats)
