@@ -98,11 +98,10 @@ def image_size_of(src) -> tuple[int, int]:
     return (int(w), int(h)) if swap else (int(h), int(w))
 
 
-def _load_resized(src, size_hw) -> np.ndarray:
+def _decode(src) -> np.ndarray:
     if isinstance(src, np.ndarray) and src.ndim == 0:
         src = src.item()
-    img = src if isinstance(src, np.ndarray) else host_images.decode_image(src)
-    return host_images.resize(img, size_hw)
+    return src if isinstance(src, np.ndarray) else host_images.decode_image(src)
 
 
 def _parallel_map(fn, items, threads: int):
@@ -121,7 +120,6 @@ def split_items(split) -> list:
 class HostStore:
     """A split's inputs as one host array, ready to be placed on the devices."""
 
-    kind: str  # "image" | "features"
     inputs: np.ndarray  # uint8 [N, Hs, Ws, 3] (images) or the feature array [N, ...]
     sizes: np.ndarray | None  # int32 [N, 2]: the original (H, W) of each image (images only)
     seconds: float = 0.0
@@ -154,17 +152,20 @@ def image_store(split, size_hw=None, *, image_size: int = 224, crop_min_ratio: f
     t0 = time.perf_counter()
     threads = threads or min(16, os.cpu_count() or 1)
     items = split_items(split)
-    sizes = np.asarray(_parallel_map(image_size_of, items, threads), np.int32).reshape(-1, 2)
-    if size_hw is None:
-        size_hw = train_store_size(sizes, image_size, crop_min_ratio, requested)
+    if size_hw is None:  # the rule needs every image's size first: read the headers only
+        headers = np.asarray(_parallel_map(image_size_of, items, threads), np.int32).reshape(-1, 2)
+        size_hw = train_store_size(headers, image_size, crop_min_ratio, requested)
     check_budget(len(items) * size_hw[0] * size_hw[1] * 3, f"{len(items)} images at {size_hw[0]}x{size_hw[1]}", max_gb)
     out = np.empty((len(items), size_hw[0], size_hw[1], 3), np.uint8)
+    sizes = np.empty((len(items), 2), np.int32)
 
     def fill(i):
-        out[i] = _load_resized(items[i], size_hw)
+        img = _decode(items[i])
+        sizes[i] = img.shape[:2]
+        out[i] = host_images.resize(img, size_hw)
 
     _parallel_map(fill, list(range(len(items))), threads)
-    return HostStore("image", out, sizes, time.perf_counter() - t0)
+    return HostStore(out, sizes, time.perf_counter() - t0)
 
 
 def features_store(split, transform=None) -> HostStore:
@@ -182,7 +183,7 @@ def features_store(split, transform=None) -> HostStore:
             f"data.on_device: the split's inputs are {inputs.dtype} (e.g. paths or documents), not numeric arrays, "
             "and the dataset has no deterministic transform that makes them so; set data.on_device=false"
         )
-    return HostStore("features", inputs, None, time.perf_counter() - t0)
+    return HostStore(inputs, None, time.perf_counter() - t0)
 
 
 def check_budget(nbytes: int, what: str, max_gb: float) -> None:
@@ -345,8 +346,7 @@ def augment_one(img_u8, original_hw, key, spec: AugmentSpec):
     k_crop, k_flip, k_photo = jax.random.split(key, 3)
     if not spec.augment:
         if x.shape[:2] != (spec.size, spec.size):
-            box = (0.0, 0.0, original_hw[0].astype(jnp.float32), original_hw[1].astype(jnp.float32))
-            x = crop_resize(x, box, original_hw, spec.size)
+            x = crop_resize(x, crop_box(k_crop, original_hw[0], original_hw[1], 1.0), original_hw, spec.size)
         return normalize(x, spec.mean, spec.std)
     box = crop_box(k_crop, original_hw[0], original_hw[1], spec.crop_min_ratio)
     x = crop_resize(x, box, original_hw, spec.size)
@@ -400,7 +400,6 @@ class DeviceData:
             kind = "features"
         self.kind = kind
         self.dataset = dataset
-        self.data_cfg = data_cfg
         self.replicated = replicated_sharding
         self.max_gb = float(data_cfg.get("device_max_gb", 8.0))
         self._eval = {}
@@ -420,7 +419,6 @@ class DeviceData:
             self.spec = None
             host = features_store(train, None if self.precompute is None else self.precompute["train"])
             check_budget(host.nbytes, f"the {len(host.inputs)} training examples", self.max_gb)
-        self.train_host = host
         self.train_sizes = host.sizes
         self.train_store = _place_replicated(host.inputs, replicated_sharding)
         self.messages = [f"on_device: train store {host.describe()}"]

@@ -173,19 +173,13 @@ def eval_batches(
     Each batch carries ``valid`` (1 for a real example, 0 for padding); every process yields the
     same number of batches, so collective evaluation steps line up across processes.
     """
-    process_index = jax.process_index() if process_index is None else process_index
-    local = process_batch_size(global_batch, process_count)
-    n = len(split)
-    num_batches = max(1, math.ceil(n / global_batch))
-    for k in range(num_batches):
-        lo = k * global_batch + process_index * local
-        idx = np.arange(lo, lo + local)
-        valid = idx < n
-        examples = [split[int(i)] if ok else split[0] for i, ok in zip(idx, valid)]
+    for positions in eval_index_batches(len(split), global_batch, process_index=process_index,
+                                        process_count=process_count):
+        examples = [split[int(i)] for i in positions["index"]]  # padding reads example 0
         if transform is not None:
             examples = [transform(e) for e in examples]
         batch = _stack(examples)
-        batch["valid"] = valid.astype(np.float32)
+        batch["valid"] = positions["valid"]
         yield batch
 
 
@@ -196,8 +190,9 @@ def eval_index_batches(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> Iterator[dict]:
-    """:func:`eval_batches` for a device-resident split: ``{"index": int32, "valid": float32}`` per batch
-    (padding points at example 0 with ``valid`` 0), the same batches and order."""
+    """The batches of :func:`eval_batches` as example indices: ``{"index": int32, "valid": float32}`` per
+    process-local batch (padding points at example 0 with ``valid`` 0).  A device-resident split is
+    evaluated from these directly."""
     process_index = jax.process_index() if process_index is None else process_index
     local = process_batch_size(global_batch, process_count)
     for k in range(max(1, math.ceil(num_examples / global_batch))):
