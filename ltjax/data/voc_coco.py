@@ -58,7 +58,7 @@ import numpy as np
 
 from ltjax.data.base import DATASETS, Dataset
 from ltjax.data.sources import with_defaults
-from ltjax.errors import UserError
+from ltjax.errors import DATA_DIR_ENV, DatasetFilesError  # noqa: F401 (re-exported)
 
 VOC_NAME = "voc_lt"
 COCO_NAME = "coco_lt"
@@ -70,7 +70,7 @@ LIST_ORIGIN = (
     'release of "Distribution-Balanced Loss for Multi-Label Classification in Long-Tailed Datasets" '
     "(Wu et al., ECCV 2020), converted to plain text and JSON; shipped in ltjax/data/lists/"
 )
-ENV_VAR = "LTJAX_DATA_DIR"
+ENV_VAR = DATA_DIR_ENV
 _DEFAULT_SUBDIR = {VOC_NAME: "VOCdevkit", COCO_NAME: "coco"}
 _MAX_LISTED_MISSING = 5
 
@@ -92,10 +92,6 @@ _LAYOUT = {
         "    `-- instances_val2017.json      (test labels)"
     ),
 }
-
-
-class DatasetFilesError(FileNotFoundError, UserError):
-    """A file or folder a VOC-LT / COCO-LT build needs is missing; the message says what and where."""
 
 
 def _files_error(dataset: str, what: str, paths, total: int | None = None) -> DatasetFilesError:

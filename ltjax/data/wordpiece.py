@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 
 from ltjax.assets import Asset, fetch, register_asset
+from ltjax.errors import WordPieceError  # noqa: F401 (re-exported)
 
 TOKENIZER_ASSET = register_asset(
     Asset(
@@ -76,10 +77,6 @@ _ASCII_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ASCII_SPACE_RE = re.compile(r"[\t\n\r]")
 _ASCII_PUNCT_SPLIT_RE = re.compile(r"[^\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+|[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]")
 _WORD_CACHE_SIZE = 1 << 16
-
-
-class WordPieceError(ValueError):
-    """A tokenizer.json this tokenizer cannot reproduce (not a BERT WordPiece tokenizer)."""
 
 
 def _is_cjk(cp: int) -> bool:

@@ -3,7 +3,7 @@
 ``Backbone(trunk, neck)`` maps inputs to the feature vector the classifier head reads;
 ``Classifier(backbone, head)`` adds the head and returns ``{"logits", "features"}``.  Methods that
 replace the head (e.g. HMT-Net's per-group heads) reuse ``Backbone`` unchanged.  This module also
-owns the config resolution (defaults + overrides, unknown fields rejected) and the dtype / shape
+owns the config resolution, the frozen-trunk mask (``trunk_trainable_mask``) (defaults + overrides, unknown fields rejected) and the dtype / shape
 checks the ``build`` functions of ``mlp.py`` and ``resnet.py`` share.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -110,3 +111,27 @@ def check_input_shape(input_shape: Any, rank: int, what: str) -> tuple[int, ...]
     if len(shape) != rank or any(d < 1 for d in shape):
         raise ValueError(f"{what}; got input_shape={shape} (give the shape of ONE example, without the batch axis)")
     return shape
+
+
+def trunk_trainable_mask(params, frozen: set[str], what: str) -> Any:
+    """Bool pytree shaped like ``params``: False exactly for parameters under ``backbone/trunk/<m>`` for a
+    module name ``m`` in ``frozen`` (found anywhere in a path, so it also works inside wrappers such as
+    HMT-Net).  ``what`` names the setting for the error raised when a frozen module is absent (params of
+    another model)."""
+    found: set[str] = set()
+
+    def is_trainable(path, _leaf) -> bool:
+        keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        for j in range(len(keys) - 2):
+            if keys[j] == "backbone" and keys[j + 1] == "trunk" and keys[j + 2] in frozen:
+                found.add(keys[j + 2])
+                return False
+        return True
+
+    mask = jax.tree_util.tree_map_with_path(is_trainable, params)
+    if found != set(frozen):
+        raise ValueError(
+            f"{what} freezes {sorted(frozen)} but params lack {sorted(set(frozen) - found)} under "
+            "backbone/trunk; pass variables['params'] of a model built from the same config"
+        )
+    return mask

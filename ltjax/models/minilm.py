@@ -74,6 +74,7 @@ from ltjax.models.classifier import (
 )
 from ltjax.models.heads import make_head
 from ltjax.models.mlp import MLP, _check_options
+from ltjax.errors import MiniLMError  # noqa: F401 (re-exported)
 
 VOCAB_SIZE = 30522
 HIDDEN = 384
@@ -110,10 +111,6 @@ CONFIG_ASSET = register_asset(
         description="all-MiniLM-L6-v2 config.json (the BERT hyper-parameters this module hard-codes)",
     )
 )
-
-
-class MiniLMError(ValueError):
-    """Inputs or weights the MiniLM encoder cannot take."""
 
 
 def _inits(zero_init: bool):

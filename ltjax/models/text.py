@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ltjax.errors import UserError
 from ltjax.models import glove  # model.pretrained_embeddings (registers the GloVe assets)
 from ltjax.models.classifier import (
     Backbone,
@@ -49,12 +48,9 @@ from ltjax.models.classifier import (
 )
 from ltjax.models.heads import make_head
 from ltjax.models.mlp import MLP, _check_options
+from ltjax.errors import TextModelError  # noqa: F401 (re-exported)
 
 EMBED = "embed"
-
-
-class TextModelError(ValueError, UserError):
-    """A text model used on inputs it cannot take (no vocabulary, not token ids)."""
 
 
 def _check_ids(ids, name: str):

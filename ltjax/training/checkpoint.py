@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ltjax.config import ConfigError
+from ltjax.errors import ConfigError
 
 # Environment variables that mark a multi-process launch (jax's own cluster detection covers SLURM,
 # Open MPI, Kubernetes/GKE and Cloud TPU; these cover torchrun-style and explicit launches).

@@ -26,12 +26,9 @@ from ltjax.training.checkpoint import Checkpointer
 from ltjax.training.logs import RunLog
 from ltjax.training.optim import learning_rate_schedule, make_optimizer
 from ltjax.training.step import init_state, make_eval_step, make_train_step
+from ltjax.errors import NonFiniteLossError  # noqa: F401 (re-exported)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def compute_dtype(config):
