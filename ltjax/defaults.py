@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.groups.head_min = 100.0  # head: n_c >= head_min
     c.data.groups.tail_max = 20.0  # tail: n_c < tail_max
     c.data.groups.quantiles = (1 / 3, 2 / 3)  # quantile mode: tail / head cut points
-    c.data.sampler = "uniform"  # "uniform" (shuffled epochs) | "class_aware" (REFERENCE section 2)
+    c.data.sampler = "uniform"  # "uniform" (shuffled epochs) | "class_aware" (REFERENCE section 2) | "reverse"
     c.data.class_aware_draws = 3  # images taken per class draw
     c.data.class_aware_epoch = "db"  # class-aware epoch: "db" (max(n_c) * C / divisor) | "num_examples" (N)
     c.data.class_aware_epoch_divisor = 4  # "db" epoch length = max(n_c) * C / divisor
@@ -44,29 +44,36 @@ def base_config() -> ml_collections.ConfigDict:
 
     # ---- optimisation -----------------------------------------------------------------------
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"  # "sgd" | "adamw"
+    c.optimizer.name = "sgd"  # "sgd" | "adam" (L2 in the gradient, torch.optim.Adam) | "adamw"
     c.optimizer.lr = 0.02
     c.optimizer.momentum = 0.9  # sgd
     c.optimizer.nesterov = False  # sgd
-    c.optimizer.b1 = 0.9  # adamw
-    c.optimizer.b2 = 0.999  # adamw
-    c.optimizer.eps = 1e-8  # adamw
-    c.optimizer.weight_decay = 1e-4  # sgd: L2 added to the gradient (torch style); adamw: decoupled
+    c.optimizer.b1 = 0.9  # adam / adamw
+    c.optimizer.b2 = 0.999  # adam / adamw
+    c.optimizer.eps = 1e-8  # adam / adamw
+    c.optimizer.weight_decay = 1e-4  # sgd / adam: L2 added to the gradient (torch style); adamw: decoupled
     c.optimizer.grad_clip_norm = 35.0  # clip by global norm; 0 disables
+    # parameter groups: name -> {pattern (regex on "backbone/trunk/..." paths), lr_mult, weight_decay (< 0:
+    # optimizer.weight_decay)}; e.g. a backbone at 0.1x (ltjax/training/optim.py)
+    c.optimizer.groups = ml_collections.ConfigDict()
 
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "step"  # "step" | "cosine" | "constant"
+    c.schedule.name = "step"  # "step" | "cosine" | "constant" | "one_cycle"
     c.schedule.warmup_steps = 500  # linear warm-up from lr * warmup_init_factor
     c.schedule.warmup_init_factor = 1 / 3
     c.schedule.decay_epochs = (5, 7)  # step: multiply by decay_factor at these epochs
     c.schedule.decay_factor = 0.1
     c.schedule.final_lr_factor = 0.0  # cosine: lr at the end, as a fraction of lr
+    c.schedule.pct_start = 0.3  # one_cycle: fraction of the steps spent rising to lr
+    c.schedule.div_factor = 25.0  # one_cycle: starts at lr / div_factor
+    c.schedule.final_div_factor = 1e4  # one_cycle: ends at lr / (div_factor * final_div_factor)
 
     # ---- training loop ----------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()
     c.train.num_epochs = 8
     c.train.steps_per_epoch = 0  # 0: derived from the sampler's epoch length and the batch size
     c.train.compute_dtype = "float32"  # "float32" | "bfloat16" (parameters stay float32)
+    c.train.ema_decay = 0.0  # > 0: keep an exponential moving average of the parameters (e.g. 0.998)
     c.train.log_every = 50  # steps between log lines / metric records
     c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end of every epoch)
     c.train.keep_checkpoints = 3
@@ -90,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.split = "test"
     c.eval.threshold = 0.5  # for micro/macro F1
     c.eval.top_k = (1, 3, 5)  # for P@k and nDCG@k
+    c.eval.use_ema = True  # with train.ema_decay > 0: report the EMA weights (eval.json keeps both)
     return c
 
 

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     try:
         exp = Experiment(config)
         state, step = exp.restore(args.workdir, int(args.extra["step"]) if "step" in args.extra else None)
-        evaluate_and_report(exp, state.params, state.batch_stats, args.workdir, step)
+        evaluate_and_report(exp, state, args.workdir, step)
     except (AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

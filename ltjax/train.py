@@ -14,9 +14,9 @@ from ltjax.config import ConfigError, load_saved_config, parse_cli, resolve_conf
 DESCRIPTION = "Train and evaluate an ltjax method; resumes from the latest checkpoint in --workdir."
 
 _CHOICES = {
-    "optimizer.name": ("sgd", "adamw"),
-    "schedule.name": ("step", "cosine", "constant"),
-    "data.sampler": ("uniform", "class_aware"),
+    "optimizer.name": ("sgd", "adam", "adamw"),
+    "schedule.name": ("step", "cosine", "constant", "one_cycle"),
+    "data.sampler": ("uniform", "class_aware", "reverse"),
     "data.groups.mode": ("threshold", "quantile"),
     "train.compute_dtype": ("float32", "bfloat16"),
     "train.progress_bar": ("auto", "on", "off"),

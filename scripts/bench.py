@@ -274,7 +274,7 @@ def torch_lib():
             return F.binary_cross_entropy_with_logits(logits.float(), y.float())
 
     class HMTLoss(nn.Module):
-        """ltjax.hmt.hmt_loss: eta * BCE(fused) + (1 - eta) * sum_g BCE_g."""
+        """ltjax.methods.hmt.hmt_loss: eta * BCE(fused) + (1 - eta) * sum_g BCE_g."""
 
         def __init__(self, indices, eta):
             super().__init__()

@@ -9,7 +9,7 @@ import pytest
 from ltjax import losses
 from ltjax.data.groups import class_groups
 from ltjax.data.pipeline import to_global
-from ltjax.hmt import HMTNet, group_sigmas, hmt_loss
+from ltjax.methods.hmt import HMTNet, group_sigmas, hmt_loss
 from ltjax.methods import METHODS
 from ltjax.models.classifier import Backbone
 from ltjax.training.loop import Experiment

@@ -390,7 +390,7 @@ def test_config_arg_picks_method_format_and_model():
 
 @pytest.mark.parametrize("model", ["text_pool", "text_bilstm"])
 def test_hmt_builds_on_the_text_models(tmp_path, model):
-    from ltjax.hmt import build_hmt
+    from ltjax.methods.hmt import build_hmt
 
     ds = build_dataset(data_config("text_lines", write_lines(tmp_path / "aapd"), groups={"mode": "quantile"}))
     c = load_config(str(REPO / "configs" / "text.py") + f":hmt,{model}")

@@ -357,15 +357,18 @@ def augment_one(img_u8, original_hw, key, spec: AugmentSpec):
     return normalize(x, spec.mean, spec.std)
 
 
-def example_keys(rng, positions):
-    """Per-example keys: ``fold_in(fold_in(rng, AUGMENT_TAG), position)``."""
+def example_keys(rng, positions, stream_tag: int = 0):
+    """Per-example keys: ``fold_in(fold_in(rng, AUGMENT_TAG), position)`` (a stream other than the first
+    phase's first one, ``stream_tag`` > 0, folds its tag in after ``AUGMENT_TAG``)."""
     base = jax.random.fold_in(rng, AUGMENT_TAG)
+    if stream_tag:
+        base = jax.random.fold_in(base, int(stream_tag))
     return jax.vmap(lambda p: jax.random.fold_in(base, p))(positions.astype(jnp.uint32))
 
 
-def augment_batch(images_u8, original_hw, positions, rng, spec: AugmentSpec):
+def augment_batch(images_u8, original_hw, positions, rng, spec: AugmentSpec, stream_tag: int = 0):
     """uint8 ``[B, Hs, Ws, 3]`` -> float32 ``[B, size, size, 3]``, each example keyed by its position."""
-    keys = example_keys(rng, positions)
+    keys = example_keys(rng, positions, stream_tag)
     return jax.vmap(lambda im, hw, k: augment_one(im, hw, k, spec))(images_u8, original_hw, keys)
 
 
@@ -425,11 +428,11 @@ class DeviceData:
 
     # -- training ------------------------------------------------------------------------------
 
-    def batch_inputs(self, batch, rng):
+    def batch_inputs(self, batch, rng, stream_tag: int = 0):
         images = jnp.take(batch["store"], batch["index"], axis=0)
         if self.kind == "features":
             return images
-        return augment_batch(images, batch["size"], batch["position"], rng, self.spec)
+        return augment_batch(images, batch["size"], batch["position"], rng, self.spec, stream_tag)
 
     def host_extras(self):
         """Per-example host arrays the index pipeline adds to each batch (gathered by index)."""

@@ -48,6 +48,7 @@ class _ReadBatch:
     sampler: Any  # has .indices(positions) -> example indices
     transform: Callable[[dict, np.random.Generator], dict] | None
     seed: int = 0
+    stream_tag: int = 0  # 0: the first stream of the first phase; others get their own augmentation draws
 
     def __call__(self, positions: np.ndarray) -> dict:
         indices = self.sampler.indices(positions)
@@ -57,8 +58,9 @@ class _ReadBatch:
         if self.transform is not None:
             # one generator per stream position: the augmentation of an example depends only on
             # (seed, position), whatever the process, worker or resume point that reads it
+            tag = [int(self.stream_tag)] if self.stream_tag else []
             examples = [
-                self.transform(e, np.random.default_rng([self.seed & 0xFFFFFFFF, 2, int(p)]))
+                self.transform(e, np.random.default_rng([self.seed & 0xFFFFFFFF, 2, int(p), *tag]))
                 for e, p in zip(examples, positions)
             ]
         return _stack(examples)
@@ -111,6 +113,7 @@ def train_dataset(
     num_workers: int = 0,
     read_threads: int = 2,
     prefetch_batches: int = 4,
+    stream_tag: int = 0,
 ) -> grain.IterDataset:
     """The training stream of this process: ``num_steps`` process-local batches (dicts of arrays).
 
@@ -118,7 +121,7 @@ def train_dataset(
     ``read_threads``/``prefetch_batches`` bound the in-process prefetch (memory = prefetch_batches
     batches); ``num_workers`` > 0 reads in that many worker processes instead.
     """
-    read = _ReadBatch(split, sampler, transform, int(seed))
+    read = _ReadBatch(split, sampler, transform, int(seed), int(stream_tag))
     return _batch_stream(read, global_batch, num_steps, process_index, process_count, num_workers, read_threads,
                          prefetch_batches)
 

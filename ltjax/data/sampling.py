@@ -16,12 +16,21 @@ computes exactly the same order.  Epoch ``e`` covers positions ``[e * L, (e + 1)
   e.g. 7x N on PadChest's 183 classes).  Difference from the reference, documented: the class cycle and
   the per-class cycles restart from a fresh shuffle at each epoch instead of continuing across epoch
   boundaries; every epoch has the same distribution, and any epoch can be computed on its own.
+* ``ReverseSampler``: reverse sampling (BBN; COMIC's head-biased branch, LDRNet's virtual labels): each
+  position draws a class ``c`` with probability proportional to ``n_max / n_c`` (classes without a
+  training example are never drawn), then a uniform example of that class; ``L = N``.  Draws are
+  independent within an epoch.
+
+The samplers are registered by name in ``SAMPLERS`` (``data.sampler``, and each stream of a phase).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from ltjax.errors import ConfigError
+from ltjax.registry import Registry
 
 
 def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -123,22 +132,70 @@ class ClassAwareSampler(_EpochCachedSampler):
         return order.reshape(-1)[: self.epoch_length]
 
 
+class ReverseSampler(_EpochCachedSampler):
+    """Class c with probability proportional to n_max / n_c, then a uniform example of c (module doc)."""
+
+    def __init__(self, labels: np.ndarray, seed: int, epoch_length: int | None = None):
+        super().__init__(seed)
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            raise ValueError(f"reverse sampling needs a [N, C] label matrix, got shape {labels.shape}")
+        positives = labels > 0
+        self.class_members = [np.flatnonzero(positives[:, c]) for c in range(labels.shape[1])]
+        counts = positives.sum(axis=0).astype(np.float64)
+        self.classes = np.flatnonzero(counts > 0)
+        if len(self.classes) == 0:
+            raise ValueError("reverse sampling: no class has a training example")
+        weights = counts.max() / counts[self.classes]
+        self.class_probs = weights / weights.sum()
+        self.epoch_length = int(epoch_length or len(labels))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        rng = _epoch_rng(self.seed, epoch, 2)
+        drawn = rng.choice(self.classes, size=self.epoch_length, p=self.class_probs)
+        picks = rng.random(self.epoch_length)
+        order = np.empty(self.epoch_length, np.int64)
+        for c in np.unique(drawn):
+            rows = drawn == c
+            members = self.class_members[c]
+            order[rows] = members[np.minimum((picks[rows] * len(members)).astype(np.int64), len(members) - 1)]
+        return order
+
+
 CLASS_AWARE_EPOCHS = ("db", "num_examples")
 
 
-def make_sampler(data_cfg, train_labels: np.ndarray, seed: int):
-    """The training sampler named by ``config.data.sampler``."""
-    if data_cfg.sampler == "uniform":
-        return UniformSampler(len(train_labels), seed)
-    if data_cfg.sampler == "class_aware":
-        epoch = data_cfg.get("class_aware_epoch", "db")
-        if epoch not in CLASS_AWARE_EPOCHS:
-            raise ValueError(
-                f"unknown data.class_aware_epoch {epoch!r}; valid: 'db' (max(n_c) * C / class_aware_epoch_divisor, "
-                "the DB-loss protocol) or 'num_examples' (N, as long as a uniform epoch)"
-            )
-        return ClassAwareSampler(
-            train_labels, seed, data_cfg.class_aware_draws, data_cfg.class_aware_epoch_divisor,
-            epoch_length=len(train_labels) if epoch == "num_examples" else None,
+def _uniform(data_cfg, labels, seed):
+    return UniformSampler(len(labels), seed)
+
+
+def _class_aware(data_cfg, labels, seed):
+    epoch = data_cfg.get("class_aware_epoch", "db")
+    if epoch not in CLASS_AWARE_EPOCHS:
+        raise ValueError(
+            f"unknown data.class_aware_epoch {epoch!r}; valid: 'db' (max(n_c) * C / class_aware_epoch_divisor, "
+            "the DB-loss protocol) or 'num_examples' (N, as long as a uniform epoch)"
         )
-    raise ValueError(f"unknown data.sampler {data_cfg.sampler!r}; valid samplers: 'uniform', 'class_aware'")
+    return ClassAwareSampler(
+        labels, seed, data_cfg.class_aware_draws, data_cfg.class_aware_epoch_divisor,
+        epoch_length=len(labels) if epoch == "num_examples" else None,
+    )
+
+
+def _reverse(data_cfg, labels, seed):
+    return ReverseSampler(labels, seed)
+
+
+# name -> (data_cfg, train labels [N, C], seed) -> sampler
+SAMPLERS: Registry = Registry("sampler")
+SAMPLERS.add("uniform", _uniform)
+SAMPLERS.add("class_aware", _class_aware)
+SAMPLERS.add("reverse", _reverse)
+
+
+def make_sampler(data_cfg, train_labels: np.ndarray, seed: int, name: str | None = None):
+    """The training sampler named ``name`` (default: ``config.data.sampler``)."""
+    name = data_cfg.sampler if name is None else name
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; valid samplers: {', '.join(map(repr, SAMPLERS.names()))}")
+    return SAMPLERS.get(name)(data_cfg, np.asarray(train_labels), seed)

@@ -1,4 +1,5 @@
-"""Checkpoints with orbax: train state (model, optimizer, step), PRNG key and the loop's JSON state.
+"""Checkpoints with orbax: train state (model, optimizer, method state, EMA, step), PRNG key and the
+loop's JSON state (phase, position in it, data iterators, pending log window).
 
 Each checkpoint is a step directory written to a temporary name and renamed when complete (orbax's
 atomic finalisation), so a run killed at any moment leaves only whole checkpoints.  All processes
@@ -41,6 +42,11 @@ class Checkpointer:
             ),
         )
         return restored["state"], dict(restored["loop"])
+
+    def restore_loop(self, step: int) -> dict:
+        """The loop's JSON item alone (it says which phase the checkpoint belongs to, and so the structure
+        of its train state)."""
+        return dict(self.manager.restore(int(step), args=ocp.args.Composite(loop=ocp.args.JsonRestore()))["loop"])
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

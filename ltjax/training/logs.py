@@ -61,19 +61,30 @@ class RunLog:
             self._bar = tqdm(total=total_steps, initial=resume_step, desc="train", dynamic_ncols=True)
         self._t0 = time.time()
 
-    def write(self, step: int, kind: str, values: dict, *, echo: bool = True) -> None:
+    def write(self, step: int, kind: str, values: dict, *, echo: bool = True, phase: str | None = None,
+              extra: dict | None = None) -> None:
+        """One record: ``values`` (numbers) go to metrics.jsonl and TensorBoard (``kind/name``, or
+        ``kind/phase/name`` when ``phase`` is given); ``extra`` (JSON-able) only to metrics.jsonl."""
         if not self.enabled:
             return
-        rec = {"step": int(step), "kind": kind, **{k: _clean(v) for k, v in values.items()}}
+        rec = {"step": int(step), "kind": kind, **({"phase": phase} if phase else {}),
+               **{k: _clean(v) for k, v in values.items()}, **(extra or {})}
         self._file.write(json.dumps(rec) + "\n")
         self._file.flush()
+        prefix = f"{kind}/{phase}" if phase else kind
         for k, v in values.items():
             if isinstance(v, (int, float)) and math.isfinite(float(v)):
-                self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
+                self._tb.add_scalar(f"{prefix}/{k}", float(v), int(step))
         self._tb.flush()
         if echo:
             text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-            self.message(f"[{kind}] step {step}/{self.total_steps} {text}")
+            where = f"[{kind}{':' + phase if phase else ''}]"
+            self.message(f"{where} step {step}/{self.total_steps} {text}")
+
+    def set_phase(self, name: str) -> None:
+        """Name the phase on the progress bar."""
+        if self._bar is not None:
+            self._bar.set_description(name)
 
     @property
     def has_progress_bar(self) -> bool:

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from ltjax import losses, models
+from ltjax.methods.base import METHODS, Method, sigmoid_scores
 from ltjax.models.heads import make_head
 
 
@@ -126,25 +127,22 @@ def _defaults():
     return c
 
 
-def _loss(outputs, batch, stats, method_cfg):
-    del stats
+def _loss(outputs, batch, stats, method_cfg, state=None):
+    del stats, state
     if not 0.0 <= method_cfg.eta <= 1.0:
         raise ValueError(f"method.eta must be in [0, 1], got {method_cfg.eta}")
     value = hmt_loss(outputs, batch["labels"], batch.get("mask"), outputs["group_indices"], method_cfg.eta)
     return value, {}
 
 
-def register() -> None:
-    from ltjax.methods import METHODS, Method, sigmoid_scores
-
-    METHODS.add(
-        "hmt",
-        Method(
-            name="hmt",
-            description="HMT-Net: group-wise feature perturbation, one head per class group, fused BCE",
-            defaults=_defaults,
-            build_model=build_hmt,
-            loss=_loss,
-            scores=sigmoid_scores,
-        ),
-    )
+METHODS.add(
+    "hmt",
+    Method(
+        name="hmt",
+        description="HMT-Net: group-wise feature perturbation, one head per class group, fused BCE",
+        defaults=_defaults,
+        build_model=build_hmt,
+        loss=_loss,
+        scores=sigmoid_scores,
+    ),
+)

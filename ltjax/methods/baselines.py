@@ -1,60 +1,16 @@
-"""Methods: a model, a training loss and how predictions are scored, selected by ``config.method.name``.
+"""The loss baselines of the seed papers' tables: the standard model trained with one registered loss.
 
-A ``Method`` builds its Flax module from the config and the dataset metadata, turns the module's
-outputs and a batch into a scalar loss (plus named auxiliary values for logging), and turns outputs
-into per-class scores in [0, 1] for evaluation.  ``config_updates`` are settings outside
-``config.method`` that the method implies (RS: the class-aware sampler).
-
-The baselines of the seed papers' tables are the standard model trained with one registered loss;
-their ``config.method`` holds the loss's hyper-parameters (see ``ltjax.losses``), so e.g.
+Their ``config.method`` holds the loss's hyper-parameters (see ``ltjax.losses``), so e.g.
 ``--config.method.gamma=1`` changes focal's gamma.  R-BCE, R-BCE-NTR and DB-focal are one loss ('db')
-with parts switched on or off.
+with parts switched on or off; ``config_updates`` are settings outside ``config.method`` that a method
+implies (RS: the class-aware sampler).  Each trains in the single default phase.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from ltjax import losses, models
-from ltjax.registry import Registry
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    name: str
-    description: str
-    defaults: Callable[[], ml_collections.ConfigDict]
-    # (config, meta, compute dtype) -> flax module whose outputs carry "logits"
-    build_model: Callable[[Any, Any, Any], nn.Module]
-    # (outputs, batch, stats, method_cfg) -> (loss, aux dict of scalars)
-    loss: Callable[..., tuple[jax.Array, dict]]
-    # outputs -> scores [B, C] in [0, 1]
-    scores: Callable[[dict], jax.Array]
-    # (config, params) -> pytree of bool, False for frozen parameters
-    trainable_mask: Callable[[Any, Any], Any] = None
-    # dotted config paths outside config.method that the method sets, e.g. {"data.sampler": "class_aware"}
-    config_updates: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.trainable_mask is None:
-            object.__setattr__(self, "trainable_mask", lambda config, params: models.trainable_mask(config.model, params))
-
-
-METHODS: Registry[Method] = Registry("method")
-
-
-def standard_model(config, meta, dtype) -> nn.Module:
-    """The model named by config.model on the dataset's classes and input shape."""
-    return models.build_model(config.model, meta.num_classes, meta.input_shape, dtype, vocab_size=meta.vocab_size)
-
-
-def sigmoid_scores(outputs: dict) -> jax.Array:
-    return jax.nn.sigmoid(outputs["logits"].astype(jnp.float32))
+from ltjax import losses
+from ltjax.methods.base import METHODS, Method, sigmoid_scores, standard_model
 
 
 def loss_method(name: str, loss_name: str, description: str, config_updates=None, **preset) -> Method:
@@ -71,7 +27,8 @@ def loss_method(name: str, loss_name: str, description: str, config_updates=None
         cfg.update(preset)
         return cfg
 
-    def loss(outputs, batch, stats, method_cfg):
+    def loss(outputs, batch, stats, method_cfg, state=None):
+        del state
         hparams = {k: v for k, v in method_cfg.items() if k != "name"}
         value = losses.compute_loss(loss_name, outputs["logits"], batch["labels"], batch.get("mask"), stats, hparams)
         return value, {}
@@ -105,11 +62,3 @@ for _method in (
 ):
     METHODS.add(_method.name, _method)
 
-
-from ltjax import hmt as _hmt  # noqa: E402  (HMT-Net registers itself here)
-
-_hmt.register()
-
-
-def method_defaults(name: str) -> ml_collections.ConfigDict:
-    return METHODS.get(name).defaults()
