@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.grad_clip_norm = 35.0  # clip by global norm; 0 disables
     # parameter groups: name -> {pattern (regex on "backbone/trunk/..." paths), lr_mult, weight_decay (< 0:
     # optimizer.weight_decay)}; e.g. a backbone at 0.1x (ltjax/training/optim.py)
-    c.optimizer.groups = ml_collections.ConfigDict()
+    c.optimizer.param_groups = ml_collections.ConfigDict()
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "step"  # "step" | "cosine" | "constant" | "one_cycle"

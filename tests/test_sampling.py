@@ -133,3 +133,55 @@ def test_class_aware_sampler_rejects_bad_labels():
         ClassAwareSampler(np.ones(5), seed=0)
     with pytest.raises(ValueError, match="no class"):
         ClassAwareSampler(np.zeros((4, 3)), seed=0)
+
+
+def test_reverse_sampler_draws_classes_in_proportion_to_n_max_over_n_c():
+    from ltjax.data.sampling import ReverseSampler
+
+    counts = [200, 50, 20, 5, 0]  # single-label rows, so a drawn example names its drawn class
+    labels = np.zeros((sum(counts), len(counts)), np.float32)
+    labels[np.arange(sum(counts)), np.repeat(np.arange(len(counts)), counts)] = 1
+    s = ReverseSampler(labels, seed=0)
+    assert s.epoch_length == len(labels)
+    idx = s.indices(np.arange(1000 * len(labels)))
+    freq = np.bincount(labels[idx].argmax(1), minlength=len(counts)) / len(idx)
+    w = np.asarray([200 / c for c in counts[:4]])
+    p = w / w.sum()
+    sigma = np.sqrt(p * (1 - p) / len(idx))
+    assert (np.abs(freq[:4] - p) < 5 * sigma).all(), (freq, p)
+    assert freq[4] == 0  # a class without examples is never drawn
+    # within a class the examples are uniform
+    tail = idx[labels[idx, 3] > 0]
+    per = np.bincount(tail, minlength=len(labels))[labels[:, 3] > 0]
+    assert per.min() > 0.7 * per.mean() and per.max() < 1.3 * per.mean()
+
+
+def test_reverse_sampler_is_random_access_and_resumes_in_the_pipeline(voc_lt_labels):
+    from ltjax.data.pipeline import train_index_dataset
+    from ltjax.data.sampling import ReverseSampler
+
+    s = ReverseSampler(voc_lt_labels, seed=0)
+    pos = np.arange(3 * s.epoch_length)
+    seq = s.indices(pos)
+    shuffled = np.random.default_rng(1).permutation(pos)
+    np.testing.assert_array_equal(ReverseSampler(voc_lt_labels, seed=0).indices(shuffled), seq[shuffled])
+    assert not np.array_equal(seq[: s.epoch_length], seq[s.epoch_length: 2 * s.epoch_length])
+    it = iter(train_index_dataset(voc_lt_labels, s, 16, 20, with_positions=False))
+    first = [next(it)["index"] for _ in range(5)]
+    saved = it.get_state()
+    rest = [next(it)["index"] for _ in range(5)]
+    it2 = iter(train_index_dataset(voc_lt_labels, ReverseSampler(voc_lt_labels, seed=0), 16, 20, with_positions=False))
+    it2.set_state(saved)
+    for a, b in zip(rest, [next(it2)["index"] for _ in range(5)]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.concatenate(first + rest), seq[:160])
+
+
+def test_sampler_registry_names_and_errors():
+    from ltjax.data.sampling import SAMPLERS
+    from ltjax.errors import ConfigError
+
+    assert {"uniform", "class_aware", "reverse"} <= set(SAMPLERS.names())
+    cfg = ml_collections.ConfigDict({"sampler": "sideways"})
+    with pytest.raises(ConfigError, match="unknown sampler 'sideways'.*'reverse'"):
+        make_sampler(cfg, np.eye(3), 0)

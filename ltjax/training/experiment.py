@@ -213,8 +213,8 @@ class Experiment:
                 jax.random.fold_in(self.init_rng, index))
             pick = path_mask(self.abstract_variables["params"], plan.spec.reinit, f"phase {plan.name!r} reinit")
             params = jax.tree.map(lambda keep, old, new: new if keep else old, pick, params, fresh)
-            if self.ema_decay > 0:
-                ema = jax.tree.map(lambda keep, old, new: new if keep else old, pick, ema, fresh)
+            if self.ema_decay > 0:  # its own copy: a donated state must not hold one buffer twice
+                ema = jax.tree.map(lambda keep, old, new: jnp.copy(new) if keep else old, pick, ema, fresh)
         opt_state = jax.jit(plan.tx.init, out_shardings=sh.opt_state)(params)
         return state.replace(params=params, opt_state=opt_state, ema=ema)
 

@@ -77,7 +77,7 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
         print(report.format_table(result, title=title), flush=True)
         if has_ema:
             o = result["raw" if use_ema else "ema"]
-            print(f"({'raw' if use_ema else 'EMA'} weights: mAP {o['mAP']:.2f})", flush=True)
+            print(f"({'raw' if use_ema else 'EMA'} weights: mAP {100 * o['mAP']:.2f})", flush=True)
         if "odir" in result:
             o = result["odir"]
             cells = ", ".join(f"{k} {'n/a' if o[k] is None else f'{o[k]:.4f}'}" for k in ("kappa", "f1", "auc", "final"))

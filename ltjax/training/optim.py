@@ -14,7 +14,7 @@ cosine to ``lr / (div_factor * final_div_factor)`` at step ``T`` (optax's
 ``cosine_onecycle_schedule``).  The one-cycle schedule brings its own warm-up, so ``warmup_steps``
 must be 0 with it.
 
-Parameter groups (``optimizer.groups``): named entries ``{pattern, lr_mult, weight_decay}``; a trainable
+Parameter groups (``optimizer.param_groups``): named entries ``{pattern, lr_mult, weight_decay}``; a trainable
 parameter whose path (``"backbone/trunk/conv1/kernel"``) matches ``pattern`` (``re.search``, first group
 wins) is updated with the learning rate times ``lr_mult`` and its own weight decay (``weight_decay`` < 0:
 ``optimizer.weight_decay``), e.g. a backbone at 0.1x.  Gradient clipping stays global over all trainable
@@ -83,18 +83,18 @@ def _base_optimizer(opt_cfg, schedule, weight_decay: float) -> list:
 
 
 def _groups(opt_cfg) -> list[tuple[str, re.Pattern, float, float]]:
-    groups = opt_cfg.get("groups", None)
+    groups = opt_cfg.get("param_groups", None)
     out = []
     for name, g in (groups.items() if groups else ()):
         unknown = set(g.keys()) - {"pattern", "lr_mult", "weight_decay"}
         if unknown or "pattern" not in g:
             raise ConfigError(
-                f"optimizer.groups.{name} must have the fields pattern, lr_mult, weight_decay; got {sorted(g.keys())}"
+                f"optimizer.param_groups.{name} must have the fields pattern, lr_mult, weight_decay; got {sorted(g.keys())}"
             )
         try:
             rx = re.compile(str(g["pattern"]))
         except re.error as e:
-            raise ConfigError(f"optimizer.groups.{name}.pattern {g['pattern']!r} is not a regular expression ({e})") from None
+            raise ConfigError(f"optimizer.param_groups.{name}.pattern {g['pattern']!r} is not a regular expression ({e})") from None
         wd = float(g.get("weight_decay", -1.0))
         out.append((str(name), rx, float(g.get("lr_mult", 1.0)), float(opt_cfg.weight_decay) if wd < 0 else wd))
     return out
@@ -102,7 +102,7 @@ def _groups(opt_cfg) -> list[tuple[str, re.Pattern, float, float]]:
 
 def make_optimizer(opt_cfg, schedule: optax.Schedule, trainable_mask=None, params=None) -> optax.GradientTransformation:
     """Gradient clipping -> optimiser; frozen parameters (mask False) get neither update nor decay.
-    With ``optimizer.groups`` (module docstring) ``params`` (or any pytree of the same structure) is needed
+    With ``optimizer.param_groups`` (module docstring) ``params`` (or any pytree of the same structure) is needed
     to match the groups' patterns against the parameter paths."""
     clip = []
     if opt_cfg.grad_clip_norm and opt_cfg.grad_clip_norm > 0:
@@ -117,7 +117,7 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule, trainable_mask=None, param
             )
         return tx
     if params is None:
-        raise ValueError("make_optimizer: optimizer.groups needs the parameter tree to match its patterns")
+        raise ValueError("make_optimizer: optimizer.param_groups needs the parameter tree to match its patterns")
     from ltjax.methods.base import param_path
 
     if trainable_mask is None:
@@ -137,7 +137,7 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule, trainable_mask=None, param
     labels = jax.tree_util.tree_map_with_path(label, params, trainable_mask)
     empty = [n for n, h in hits.items() if not h]
     if empty:
-        raise ConfigError(f"optimizer.groups {empty}: the pattern matches no trainable parameter")
+        raise ConfigError(f"optimizer.param_groups {empty}: the pattern matches no trainable parameter")
     transforms = {"freeze": optax.set_to_zero(),
                   "default": optax.chain(*_base_optimizer(opt_cfg, schedule, float(opt_cfg.weight_decay)))}
     for name, _, mult, wd in groups:
@@ -145,6 +145,7 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule, trainable_mask=None, param
         transforms[f"group:{name}"] = optax.chain(*_base_optimizer(opt_cfg, scaled, wd))
     train_labels = jax.tree.map(lambda lab: "freeze" if lab == "freeze" else "train", labels)
     return optax.chain(
-        optax.multi_transform({"train": optax.chain(*clip), "freeze": optax.set_to_zero()}, train_labels),
+        optax.multi_transform({"train": optax.chain(*clip) if clip else optax.identity(), "freeze": optax.set_to_zero()},
+                              train_labels),
         optax.multi_transform(transforms, labels),
     )
