@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from ltjax.optim_defaults import optimizer_defaults, schedule_defaults
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -42,31 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.method = ml_collections.ConfigDict()
     c.method.name = "bce"  # a name in ltjax.methods.METHODS
 
-    # ---- optimisation -----------------------------------------------------------------------
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"  # "sgd" | "adam" (L2 in the gradient, torch.optim.Adam) | "adamw"
-    c.optimizer.lr = 0.02
-    c.optimizer.momentum = 0.9  # sgd
-    c.optimizer.nesterov = False  # sgd
-    c.optimizer.b1 = 0.9  # adam / adamw
-    c.optimizer.b2 = 0.999  # adam / adamw
-    c.optimizer.eps = 1e-8  # adam / adamw
-    c.optimizer.weight_decay = 1e-4  # sgd / adam: L2 added to the gradient (torch style); adamw: decoupled
-    c.optimizer.grad_clip_norm = 35.0  # clip by global norm; 0 disables
-    # parameter groups: name -> {pattern (regex on "backbone/trunk/..." paths), lr_mult, weight_decay (< 0:
-    # optimizer.weight_decay)}; e.g. a backbone at 0.1x (ltjax/training/optim.py)
-    c.optimizer.param_groups = ml_collections.ConfigDict()
-
-    c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "step"  # "step" | "cosine" | "constant" | "one_cycle"
-    c.schedule.warmup_steps = 500  # linear warm-up from lr * warmup_init_factor
-    c.schedule.warmup_init_factor = 1 / 3
-    c.schedule.decay_epochs = (5, 7)  # step: multiply by decay_factor at these epochs
-    c.schedule.decay_factor = 0.1
-    c.schedule.final_lr_factor = 0.0  # cosine: lr at the end, as a fraction of lr
-    c.schedule.pct_start = 0.3  # one_cycle: fraction of the steps spent rising to lr
-    c.schedule.div_factor = 25.0  # one_cycle: starts at lr / div_factor
-    c.schedule.final_div_factor = 1e4  # one_cycle: ends at lr / (div_factor * final_div_factor)
+    # ---- optimisation (fields: ltjax/optim_defaults.py; what they do: ltjax/training/optim.py) --------
+    c.optimizer = optimizer_defaults()
+    c.schedule = schedule_defaults()
 
     # ---- training loop ----------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()

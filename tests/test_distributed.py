@@ -73,3 +73,37 @@ def test_two_processes_match_one_process(tmp_path, multi_on_device):
     sa, _ = exp.restore(single)
     sb, _ = exp.restore(multi)
     chex.assert_trees_all_close(sa.params, sb.params, atol=1e-5, rtol=1e-5)
+
+
+def test_two_processes_match_one_process_through_a_pass(tmp_path):
+    """ncm: a joint phase, then a pass over the training split whose class means (method state) every
+    process computes from all processes' examples."""
+    args = ["--config", "tests/configs/tiny_phased.py:ncm", "--config.train.log_every=8"]
+    single = str(tmp_path / "single")
+    r = run_module("ltjax.train", *args, "--workdir", single,
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert r.returncode == 0, r.stderr
+    multi = str(tmp_path / "multi")
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                   LTJAX_COORDINATOR=f"127.0.0.1:{port}", LTJAX_NUM_PROCESSES="2", LTJAX_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", multi], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+
+    from ltjax.config import load_saved_config
+    from ltjax.training.loop import Experiment
+
+    exp = Experiment(load_saved_config(single))
+    sa, _ = exp.restore(single)
+    sb, _ = exp.restore(multi)
+    means = np.asarray(sa.method_state["class_means"])
+    assert np.abs(means).sum() > 0
+    chex.assert_trees_all_close(sa.method_state, sb.method_state, atol=1e-5, rtol=1e-5)
+    ea = json.load(open(os.path.join(single, "eval.json")))
+    eb = json.load(open(os.path.join(multi, "eval.json")))
+    np.testing.assert_allclose(ea["mAP"], eb["mAP"], atol=1e-5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import phased_toy
-from helpers import REPO, run_module
+from helpers import REPO
 from ltjax.data.sampling import ReverseSampler, UniformSampler
 from ltjax.errors import ConfigError
 from ltjax.training.loop import Experiment, train_and_evaluate
@@ -166,14 +166,15 @@ def test_whole_run_compiles_each_phase_step_once_and_state_survives_restore_and_
         state, step = exp.restore(str(tmp_path / f"d{n}"))
         assert step == exp.total_steps
         runs[n] = (result, _state_host(state))
-    assert traces == [1, 1, 1, 1]  # two training phases per run, each traced (compiled) once
+    assert max(traces) == 1 and sum(traces) == 4  # two training phases per run, each traced (compiled) once
     (r8, s8), (r1, s1) = runs[8], runs[1]
     assert s8["method_state"]["seen"] == s1["method_state"]["seen"] == exp.phases[0].length
     chex.assert_trees_all_close(s8, s1, rtol=2e-4, atol=2e-5)
     assert r8["weights"] == "ema" and "raw" in r8 and abs(r8["mAP"] - r1["mAP"]) < 1e-3
     recs = [json.loads(line) for line in open(tmp_path / "d8" / "metrics.jsonl")]
-    phases_rec = [r for r in recs if r["kind"] == "phases"][0]
-    assert [p["name"] for p in phases_rec["phases"]] == ["warm", "means", "head"]
+    phases = json.load(open(tmp_path / "d8" / "phases.json"))
+    assert [(p["name"], p["kind"], p["steps"]) for p in phases] == [
+        ("warm", "train", 16), ("means", "pass", 1), ("head", "train", 16)]
     assert {r.get("phase") for r in recs if r["kind"] == "train"} == {"warm", "head"}
     assert [r["phase"] for r in recs if r["kind"] == "pass"] == ["means"]
     assert "loss_tail" not in recs[-1]

@@ -89,6 +89,7 @@ import numpy as np
 
 from ltjax.data.base import DATASETS, Dataset
 from ltjax.data.sources import KINDS, Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
+from ltjax.data.splits import group_split
 from ltjax.errors import DATA_DIR_ENV as ENV_VAR, DatasetFilesError
 from ltjax.errors import ManifestError  # noqa: F401 (re-exported)
 
@@ -464,31 +465,17 @@ def _missing_images_error(missing: list[tuple[str, Row]], roots: dict[str, str])
 
 def random_split(rows: list[Row], fractions: dict[str, float], seed: int,
                  group_column: str = "") -> dict[str, list[int]]:
-    """Row indices per split for the seeded (group-level) random split described in the module docstring.
+    """Row indices per split for the seeded (group-level) random split described in the module docstring
+    (the splitter of :mod:`ltjax.data.splits` with numpy's permutation order and quotas in rows).
 
     ``fractions`` maps split names (taken in that order, e.g. test then val) to fractions of the rows;
     "train" gets the rest.  Each list is in increasing row order.
     """
-    units: dict = {}
-    for i, row in enumerate(rows):
-        key = ("group", row.group) if group_column else ("row", i)
-        units.setdefault(key, []).append(i)
-    keys = list(units)
-    order = np.random.default_rng(int(seed)).permutation(len(keys))
-    n, pos, out = len(rows), 0, {}
-    for name, frac in fractions.items():
-        if frac <= 0:
-            continue
-        target = max(1, int(np.floor(frac * n + 0.5)))
-        taken, count = [], 0
-        while pos < len(order) and count < target:
-            unit = units[keys[order[pos]]]
-            taken += unit
-            count += len(unit)
-            pos += 1
-        out[name] = sorted(taken)
-    out["train"] = sorted(i for k in order[pos:] for i in units[keys[k]])
-    return out
+    units = [("group", row.group) if group_column else ("row", i) for i, row in enumerate(rows)]
+    n = len(rows)
+    quotas = [(name, max(1, int(np.floor(frac * n + 0.5)))) for name, frac in fractions.items() if frac > 0]
+    out = group_split(units, quotas, "train", int(seed), order="permutation", count="rows")
+    return {name: [int(i) for i in idx] for name, idx in out.items()}
 
 
 def _fraction(cfg, field_name: str, low_open: bool) -> float:

@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import math
 import os
@@ -88,6 +87,7 @@ import ml_collections
 import numpy as np
 
 from ltjax.data.base import DATASETS, Dataset
+from ltjax.data.splits import group_split, hashed_order
 from ltjax.data.sources import Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
 from ltjax.errors import DATA_DIR_ENV as ENV_VAR, DatasetFilesError
 from ltjax.errors import AnnotationError, MissingPackageError  # noqa: F401 (re-exported)
@@ -191,9 +191,8 @@ def _check_fractions(fractions) -> tuple[float, float, float]:
 
 
 def patient_order(patients, seed: int) -> list[str]:
-    """The distinct patient ids ordered by sha256("<seed>:<id>") (ties, never seen, by id)."""
-    unique = sorted(set(str(p) for p in patients))
-    return sorted(unique, key=lambda p: (hashlib.sha256(f"{int(seed)}:{p}".encode()).digest(), p))
+    """The distinct patient ids ordered by sha256("<seed>:<id>") (:func:`ltjax.data.splits.hashed_order`)."""
+    return hashed_order(patients, seed)
 
 
 def _cut(num: int, fraction: float) -> int:
@@ -201,13 +200,16 @@ def _cut(num: int, fraction: float) -> int:
 
 
 def split_patients(patients: Sequence[str], fractions, seed: int) -> dict[str, set]:
-    """Patient ids -> {"train", "val", "test"}: sets of patient ids (module docstring); "val" may be empty."""
+    """Patient ids -> {"train", "val", "test"}: sets of patient ids (module docstring); "val" may be empty.
+    The seeded group-level splitter of :mod:`ltjax.data.splits`: train takes the first ``round(f_train n)``
+    patients of the hashed order, val the next up to ``round((f_train + f_val) n)``, test the rest."""
     f_train, f_val, _ = _check_fractions(fractions)
-    order = patient_order(patients, seed)
-    n = len(order)
+    unique = sorted(set(str(p) for p in patients))
+    n = len(unique)
     n_train = _cut(n, f_train)
     n_trainval = _cut(n, f_train + f_val)
-    out = {"train": set(order[:n_train]), "val": set(order[n_train:n_trainval]), "test": set(order[n_trainval:])}
+    rows = group_split(unique, [("train", n_train), ("val", n_trainval - n_train)], "test", seed)
+    out = {name: {unique[i] for i in idx} for name, idx in rows.items()}
     if not out["train"] or not out["test"]:
         raise AnnotationError(
             f"{n} patients are too few for the split fractions {tuple(fractions)}: the "
@@ -415,9 +417,9 @@ def chestxray14_source(data_cfg) -> Source:
         rows = {"train": lists["train_val"], "test": lists["test"]}
         if val_fraction > 0:
             tv_patients = [patients[r] for r in lists["train_val"]]
-            order = patient_order(tv_patients, seed)
-            val_patients = set(order[: _cut(len(order), val_fraction)])
-            in_val = np.asarray([p in val_patients for p in tv_patients], dtype=bool)
+            n_val = _cut(len(set(str(p) for p in tv_patients)), val_fraction)
+            in_val = np.zeros(len(tv_patients), dtype=bool)
+            in_val[group_split(tv_patients, [("val", n_val)], "train", seed)["val"]] = True
             rows = {"train": lists["train_val"][~in_val], "val": lists["train_val"][in_val], "test": lists["test"]}
             if not len(rows["train"]):
                 raise AnnotationError(f"data.val_fraction={val_fraction} leaves no training images")

@@ -41,7 +41,7 @@ parsed with ``ast.literal_eval``; ``nan`` = no labels), ``MethodLabel`` ("Physic
   manually labelled part) are read, so a report is kept when at least one of its rows was labelled by
   a physician, with the union of those rows' labels only (the RNN-labelled rows' labels are ignored).
 * Split, patient level: the owners are ordered by ``sha256("<split_seed>:<PatientID>")``
-  (:func:`ltjax.data.medical.patient_order`) and the last ``round(test_fraction * owners)`` owners are
+  (:func:`ltjax.data.splits.hashed_order`) and the last ``round(test_fraction * owners)`` owners are
   the test patients; a report is in test iff its owner is.  So no patient owns reports in both splits
   and no text is in both.  A report shared by several patients (3,524 texts, mostly templated normal
   or near-normal reports) follows its owner; such a text is not patient-specific, and another patient
@@ -106,7 +106,7 @@ import numpy as np
 
 from ltjax import assets
 from ltjax.data.base import DATASETS, Dataset
-from ltjax.data.medical import patient_order
+from ltjax.data.splits import group_split
 from ltjax.data.sources import Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
 from ltjax.data.text import TextDataError
 
@@ -252,15 +252,17 @@ def _check_fraction(test_fraction) -> float:
 
 
 def split_owners(owners, test_fraction: float, split_seed: int) -> set:
-    """The test owners: the last ``round(test_fraction * n)`` of :func:`patient_order` (seeded sha256)."""
-    order = patient_order(owners, int(split_seed))
-    n_test = int(np.floor(_check_fraction(test_fraction) * len(order) + 0.5))
-    if not 0 < n_test < len(order):
+    """The test owners: the last ``round(test_fraction * n)`` of the hashed owner order (the seeded
+    group-level splitter of :mod:`ltjax.data.splits`)."""
+    unique = sorted(set(str(o) for o in owners))
+    n_test = int(np.floor(_check_fraction(test_fraction) * len(unique) + 0.5))
+    if not 0 < n_test < len(unique):
         raise TextDataError(
-            f"{len(order)} patients / reports are too few for data.test_fraction={test_fraction}: "
+            f"{len(unique)} patients / reports are too few for data.test_fraction={test_fraction}: "
             f"the {'test' if n_test == 0 else 'train'} split would be empty"
         )
-    return set(order[len(order) - n_test:])
+    rows = group_split(unique, [("train", len(unique) - n_test)], "test", int(split_seed))
+    return {unique[i] for i in rows["test"]}
 
 
 def build_report_source(name: str, reports: list, cfg, info: dict) -> Source:

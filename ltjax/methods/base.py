@@ -16,8 +16,9 @@ runs and how it is *optimised* are config fields under ``config.method.phases.<p
 * ``epochs`` (float; with ``steps`` 0 and ``epochs`` 0 the phase runs ``train.num_epochs`` epochs) and
   ``steps`` (int; overrides ``epochs`` when > 0).  An epoch is the epoch of the phase's first stream's
   sampler (``train.steps_per_epoch`` overrides it for every phase);
-* ``optimizer`` / ``schedule``: fields that override ``config.optimizer`` / ``config.schedule`` in this
-  phase (e.g. ``{"lr": 0.1}``); a field those sections lack is an error naming the valid ones;
+* ``optimizer`` / ``schedule``: every field of ``config.optimizer`` / ``config.schedule``; ``None`` keeps
+  the run's value, anything else overrides it in this phase (e.g. ``lr`` 0.1); a field those sections
+  lack is an error naming the valid ones;
 * ``streams``: stream name -> sampler name (``""`` = ``data.sampler``), for every stream the phase's code
   declares.
 
@@ -28,7 +29,6 @@ Scores: ``scores(outputs, state=None) -> [B, C]`` in [0, 1].
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -38,7 +38,8 @@ import ml_collections
 import numpy as np
 
 from ltjax import models
-from ltjax.errors import ConfigError
+from ltjax.optim_defaults import optimizer_defaults, schedule_defaults
+from ltjax.params import param_path, path_mask  # noqa: F401 (re-exported)
 from ltjax.registry import Registry
 
 MAIN_STREAM = "main"
@@ -171,48 +172,24 @@ def sigmoid_scores(outputs: dict, state=None) -> jax.Array:
 
 
 def phase_config(epochs: float = 0.0, steps: int = 0, optimizer=None, schedule=None, streams=None):
-    """The config block of one phase (``config.method.phases.<name>``; module docstring)."""
+    """The config block of one phase (``config.method.phases.<name>``; module docstring).
+
+    ``optimizer`` / ``schedule`` hold every field of ``config.optimizer`` / ``config.schedule``, ``None``
+    (= the run's value) unless given here, so any of them can be set per phase on the command line
+    (``--config.method.phases.head.optimizer.lr=0.01``)."""
+
+    def block(section, overrides):
+        out = ml_collections.ConfigDict({k: None for k in section.keys()})
+        for k, v in dict(overrides or {}).items():
+            if k not in out:
+                raise ValueError(f"phase_config: {k!r} is not a field of that section; valid: {sorted(out.keys())}")
+            out[k] = v
+        return out
+
     c = ml_collections.ConfigDict()
     c.epochs = float(epochs)
     c.steps = int(steps)
-    c.optimizer = ml_collections.ConfigDict(dict(optimizer or {}))
-    c.schedule = ml_collections.ConfigDict(dict(schedule or {}))
+    c.optimizer = block(optimizer_defaults(), optimizer)
+    c.schedule = block(schedule_defaults(), schedule)
     c.streams = ml_collections.ConfigDict(dict(streams or {}))
     return c
-
-
-# ---- parameter paths ----------------------------------------------------------------------------
-
-
-def param_path(path) -> str:
-    """A pytree key path as ``"a/b/c"``."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
-def path_mask(params, patterns: tuple[str, ...], what: str) -> Any:
-    """Bool pytree: True where a parameter's path matches one of ``patterns`` (``re.search``).  Every
-    pattern must match at least one parameter (a typo must not silently freeze or train nothing)."""
-    compiled = []
-    for p in patterns:
-        try:
-            compiled.append(re.compile(p))
-        except re.error as e:
-            raise ConfigError(f"{what}: {p!r} is not a regular expression ({e})") from None
-    hits = [0] * len(compiled)
-
-    def match(path, _leaf):
-        text = param_path(path)
-        out = False
-        for i, rx in enumerate(compiled):
-            if rx.search(text):
-                hits[i] += 1
-                out = True
-        return out
-
-    mask = jax.tree_util.tree_map_with_path(match, params)
-    missing = [p for p, h in zip(patterns, hits) if not h]
-    if missing:
-        paths = sorted({param_path(k) for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
-        shown = ", ".join(paths[:12]) + (" ..." if len(paths) > 12 else "")
-        raise ConfigError(f"{what}: {missing} match no parameter; parameter paths are e.g.: {shown}")
-    return mask

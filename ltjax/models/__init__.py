@@ -89,12 +89,29 @@ def trainable_mask(model_cfg, params) -> Any:
     return MODELS.get(_name_of(model_cfg)).trainable_mask(model_cfg, params)
 
 
+def load_pretrained(model_name: str, variables, pretrained) -> Any:
+    """``variables`` of model ``model_name`` with its backbone taken from ``model.pretrained``.
+
+    ResNets read a torchvision state dict file (``load_pretrained_backbone``); other models use the
+    loader they registered in :data:`PRETRAINED_LOADERS` (e.g. 'efficientnet_lite0', which also takes
+    the keyword 'imagenet').  Raises ``ValueError`` for a model without pretrained weights."""
+    from ltjax.models.pretrained import PRETRAINED_LOADERS, load_pretrained_backbone
+
+    if model_name in ("resnet18", "resnet50"):
+        return load_pretrained_backbone(variables, pretrained, int(model_name[len("resnet"):]))
+    if model_name not in PRETRAINED_LOADERS:
+        supported = ", ".join(["resnet18", "resnet50", *sorted(PRETRAINED_LOADERS)])
+        raise ValueError(f"model.pretrained is supported for the models {supported}, not {model_name!r}")
+    return PRETRAINED_LOADERS[model_name](variables, pretrained)
+
+
 __all__ = [
     "MODELS",
     "ModelSpec",
     "model_defaults",
     "build_model",
     "trainable_mask",
+    "load_pretrained",
     "Backbone",
     "Classifier",
     "LinearHead",

@@ -34,7 +34,7 @@ Three steps, each usable on its own:
     a copy of a classifier's variables (``{'params': {'backbone': {'trunk': ...}, ...},
     'batch_stats': {...}}``) whose trunk params and batch_stats are the checkpoint's; the neck and
     head are left untouched, and every converted leaf is checked against the existing leaf's shape
-    (``replace_subtrees`` does this for any model).  ``load_pretrained(model_name, variables,
+    (``replace_subtrees`` does this for any model).  ``ltjax.models.load_pretrained(model_name, variables,
     model.pretrained)`` picks the loader of a model: the ResNets' here, or one a model module
     registered in ``PRETRAINED_LOADERS`` (``efficientnet_lite0``); the training loop calls it.
 """
@@ -726,27 +726,10 @@ def load_pretrained_backbone(variables: Mapping, path: str | os.PathLike | Mappi
 PRETRAINED_LOADERS: dict[str, Any] = {}
 
 
-def load_pretrained(model_name: str, variables: Mapping, pretrained: str | os.PathLike) -> Any:
-    """``variables`` of model ``model_name`` with its backbone taken from ``model.pretrained``.
-
-    ResNets read a torchvision state dict file (``load_pretrained_backbone``); other models use the
-    loader they registered in :data:`PRETRAINED_LOADERS` (e.g. 'efficientnet_lite0', which also takes
-    the keyword 'imagenet').  Raises ``ValueError`` for a model without pretrained weights."""
-    if model_name in ("resnet18", "resnet50"):
-        return load_pretrained_backbone(variables, pretrained, int(model_name[len("resnet"):]))
-    if model_name not in PRETRAINED_LOADERS:
-        import ltjax.models  # noqa: F401  (models register their loaders when imported)
-    if model_name not in PRETRAINED_LOADERS:
-        supported = ", ".join(["resnet18", "resnet50", *sorted(PRETRAINED_LOADERS)])
-        raise ValueError(f"model.pretrained is supported for the models {supported}, not {model_name!r}")
-    return PRETRAINED_LOADERS[model_name](variables, pretrained)
-
-
 __all__ = [
     "read_state_dict",
     "torchvision_resnet_to_flax",
     "load_pretrained_backbone",
-    "load_pretrained",
     "replace_subtrees",
     "PRETRAINED_LOADERS",
     "SUPPORTED_FORMATS",

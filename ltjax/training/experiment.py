@@ -21,8 +21,7 @@ from ltjax.training.checkpoint import Checkpointer
 from ltjax.training.feed import gather_valid, make_feed
 from ltjax.training.optim import learning_rate_schedule, make_optimizer
 from ltjax.training.phases import plan_phases
-from ltjax.training.step import (TrainState, init_variables, make_collect_step, make_eval_step, make_phase_step,
-                                 make_train_step)
+from ltjax.training.step import TrainState, init_variables, make_collect_step, make_eval_step, make_phase_step
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -93,17 +92,13 @@ class Experiment:
         self.tx = first.tx
         self.state_shardings = self._shardings(0)
         self.abstract_state = self._abstract(0)
-        if len(first.streams) == 1:
-            input_fn = self.feed.train_inputs if self.device_data is not None else None
-            step = make_train_step(
-                self.model, self.method, config.method, self.stats, self.tx, self.dtype, self.schedule,
-                input_fn=None if input_fn is None else (lambda b, r: input_fn(b, r, first.tags[first.streams[0]])),
-                ema_decay=self.ema_decay,
-            )
+        if len(first.streams) == 1:  # the first phase's jitted step on one batch (its stream's)
+            raw, sh = self._raw_step(first.index)
+            stream = first.streams[0]
             self.train_step = jax.jit(
-                step,
-                in_shardings=(self.state_shardings, self.feed.batch_shardings(), self.replicated),
-                out_shardings=(self.state_shardings, self.replicated),
+                lambda state, batch, rng: raw(state, {stream: batch}, rng),
+                in_shardings=(sh, self.feed.batch_shardings(), self.replicated),
+                out_shardings=(sh, self.replicated),
                 donate_argnums=0,
             )
         eval_step = make_eval_step(self.model, self.method, self.dtype)
@@ -165,7 +160,7 @@ class Experiment:
         variables = self._run_init_hook(variables)
         path = self.config.model.get("pretrained", "")
         if path:
-            from ltjax.models.pretrained import load_pretrained
+            from ltjax.models import load_pretrained
 
             # resnet*: a torchvision state dict; other models use their registered loader (efficientnet_lite0
             # also accepts the keyword "imagenet", which fetches its weights through ltjax.assets)
@@ -218,23 +213,29 @@ class Experiment:
         opt_state = jax.jit(plan.tx.init, out_shardings=sh.opt_state)(params)
         return state.replace(params=params, opt_state=opt_state, ema=ema)
 
+    def _raw_step(self, index: int):
+        """The pure step of training phase ``index`` and its state shardings."""
+        plan = self.phases[index]
+        spec = plan.spec
+        tags = [plan.tags[s] for s in plan.streams]
+        feed = self.feed
+        step = make_phase_step(
+            self.model, spec.loss or self.method.loss, self.config.method, self.stats, plan.tx, self.dtype,
+            streams=plan.streams, schedule=plan.schedule_fn, input_fn=lambda b, r, i: feed.train_inputs(b, r, tags[i]),
+            update_state=spec.update_state, ema_decay=self.ema_decay, phase_start=plan.start,
+            train_mode=spec.train_mode,
+        )
+        return step, self._shardings(index)
+
     def phase_step(self, index: int):
-        """The jitted ``(state, batches, rng) -> (state, metrics)`` of training phase ``index`` (built once)."""
+        """The jitted ``(state, batches, rng) -> (state, metrics)`` of training phase ``index`` (built once);
+        ``batches`` maps each of the phase's streams to its global batch."""
         if index not in self._steps:
-            plan = self.phases[index]
-            spec = plan.spec
-            tags = [plan.tags[s] for s in plan.streams]
-            feed = self.feed
-            input_fn = lambda b, r, i: feed.train_inputs(b, r, tags[i])  # noqa: E731
-            step = make_phase_step(
-                self.model, spec.loss or self.method.loss, self.config.method, self.stats, plan.tx, self.dtype,
-                streams=plan.streams, schedule=plan.schedule_fn, input_fn=input_fn, update_state=spec.update_state,
-                ema_decay=self.ema_decay, phase_start=plan.start, train_mode=spec.train_mode,
-            )
-            sh = self._shardings(index)
+            step, sh = self._raw_step(index)
+            streams = self.phases[index].streams
             self._steps[index] = jax.jit(
                 step,
-                in_shardings=(sh, {s: feed.batch_shardings() for s in plan.streams}, self.replicated),
+                in_shardings=(sh, {s: self.feed.batch_shardings() for s in streams}, self.replicated),
                 out_shardings=(sh, self.replicated),
                 donate_argnums=0,
             )

@@ -7,8 +7,8 @@ killed at any moment and started again with the same command ends with the same 
 one that was not.  Every phase boundary is a checkpoint; a pass phase is repeated from the boundary before
 it when a run was killed inside it (passes are deterministic).
 
-``metrics.jsonl`` gets one ``phases`` record (names, kinds, steps, epochs, samplers) and, for methods with
-more than one phase, the phase name on every record; TensorBoard tags are ``train/<name>`` for a
+``phases.json`` in the workdir lists the resolved phases (names, kinds, first step, steps, epochs,
+samplers); for methods with more than one phase ``metrics.jsonl`` names the phase on every record; TensorBoard tags are ``train/<name>`` for a
 single-phase method and ``train/<phase>/<name>`` otherwise; the progress bar shows the phase.
 """
 from __future__ import annotations
@@ -48,6 +48,13 @@ def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int) 
     return result
 
 
+def _write_json(path: str, value) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
 def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=None) -> dict:
     """Evaluate on config.eval.split; write eval.json, the per-class AP plot and print the table.
 
@@ -67,10 +74,7 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
         result["raw" if use_ema else "ema"] = _eval_result(exp, other, state.batch_stats, state.method_state, step)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        tmp = os.path.join(workdir, "eval.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, os.path.join(workdir, "eval.json"))
+        _write_json(os.path.join(workdir, "eval.json"), result)
         report.plot_ap_vs_frequency(result, os.path.join(workdir, "ap_vs_frequency.png"))
         weights = f", {result['weights']} weights" if has_ema else ""
         title = f"{cfg.method.name} on {exp.meta.name} ({cfg.eval.split} split, step {step}{weights})"
@@ -138,7 +142,7 @@ class _Run:
             t_window = time.time()
             lr = float("nan")
             for k in range(k0 + 1, plan.length + 1):
-                batches = {s: exp.feed.global_batch(next(it)) for s, it in iterators.items()}
+                batches = {s: exp.global_batch(next(it)) for s, it in iterators.items()}
                 state, step_metrics = step_fn(state, batches, self.rng)
                 step = plan.start + k
                 if pending is not None:
@@ -164,6 +168,8 @@ class _Run:
                     window, t_window = [], time.time()
                 if step % self.ckpt_every == 0 or k % spe == 0 or last:
                     self.save(state, step, index, k, iterators, window)
+                    if last:  # a phase boundary: committed before the next phase starts
+                        self.ckpt.wait()
                 if self.eval_every and k % (self.eval_every * spe) == 0 and step < exp.total_steps:
                     evaluate_and_report(exp, state, self.workdir, step, log)
         finally:
@@ -181,6 +187,7 @@ class _Run:
         self.log.advance(1)
         self.log.write(plan.end, "pass", info, echo=not self.log.has_progress_bar, phase=plan.name)
         self.save(state, plan.end, index, 1, {}, [])
+        self.ckpt.wait()  # a phase boundary: committed before the next phase starts
         return state
 
     def run(self) -> dict:
@@ -203,7 +210,8 @@ class _Run:
         self.log = log = RunLog(self.workdir, start, exp.total_steps, exp.config.train.progress_bar)
         try:
             if not start:
-                log.write(0, "phases", {"count": len(exp.phases)}, echo=False, extra={"phases": describe(exp.phases)})
+                if jax.process_index() == 0:
+                    _write_json(os.path.join(self.workdir, "phases.json"), describe(exp.phases))
                 if getattr(exp, "init_info", None):  # e.g. GloVe coverage of the vocabulary
                     log.write(0, "init", exp.init_info)
             for line in exp.feed.messages:

@@ -28,6 +28,8 @@ import jax
 import optax
 
 from ltjax.errors import ConfigError
+from ltjax.optim_defaults import optimizer_defaults, schedule_defaults  # noqa: F401 (re-exported)
+from ltjax.params import param_path
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "constant", "one_cycle")
@@ -118,8 +120,6 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule, trainable_mask=None, param
         return tx
     if params is None:
         raise ValueError("make_optimizer: optimizer.param_groups needs the parameter tree to match its patterns")
-    from ltjax.methods.base import param_path
-
     if trainable_mask is None:
         trainable_mask = jax.tree.map(lambda _: True, params)
     hits = {name: 0 for name, *_ in groups}

@@ -65,6 +65,8 @@ def stream_tag(phase: int, stream: int) -> int:
 def _overridden(section: ml_collections.ConfigDict, overrides, where: str) -> ml_collections.ConfigDict:
     out = ml_collections.ConfigDict(section.to_dict())
     for key, value in (overrides.items() if overrides else ()):
+        if value is None:  # inherit the run's value
+            continue
         if key not in out:
             raise ConfigError(
                 f"{where}.{key} is not a field of that section; valid fields: {', '.join(sorted(out.keys()))}"
