@@ -8,7 +8,7 @@ Each (config, seed) runs ``python -m ltjax.train --config CONFIG --workdir WORKD
 (e.g. several small runs sharing one GPU: JAX's memory preallocation is then turned off, unless
 XLA_PYTHON_CLIENT_PREALLOCATE / XLA_PYTHON_CLIENT_MEM_FRACTION are set), then the table gives per
 config: mAP total / head / medium / tail as mean ± sample std over the seeds (percent), plus the
-wall time.  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
+wall time; ``--metrics P@1 P@3 micro_f1`` adds columns for other scalar entries of eval.json.  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import concurrent.futures
 import json
 import os
 import re
+import statistics
 import sys
 import time
 
@@ -36,6 +37,8 @@ def main(argv=None):
     p.add_argument("--workdir", required=True)
     p.add_argument("--title", default="")
     p.add_argument("--jobs", type=int, default=1, help="training runs at a time (default 1)")
+    p.add_argument("--metrics", nargs="*", default=[],
+                   help="further scalar eval.json entries as columns (percent), e.g. P@1 P@3 micro_f1")
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
@@ -71,13 +74,24 @@ def main(argv=None):
     first = rows[0][1]
     groups = list(first["group_sizes"])
     title = args.title or f"{first['dataset']} ({len(args.seeds)} seeds: {', '.join(map(str, args.seeds))})"
-    header = "| method | mAP total | " + " | ".join(f"{g} ({first['group_sizes'][g]})" for g in groups) + " | s/run |"
-    lines = [f"**{title}**", "", header, "|" + "---|" * (len(groups) + 3)]
+    extra = list(args.metrics)
+    missing = [m for m in extra if not isinstance(first.get(m), (int, float))]
+    if missing:
+        p.error(f"--metrics {missing} are not scalar entries of eval.json; scalar entries: "
+                f"{', '.join(k for k, v in first.items() if isinstance(v, (int, float)))}")
+    header = ("| method | mAP total | " + " | ".join(f"{g} ({first['group_sizes'][g]})" for g in groups)
+              + "".join(f" | {m}" for m in extra) + " | s/run |")
+    lines = [f"**{title}**", "", header, "|" + "---|" * (len(groups) + 3 + len(extra))]
     for name, report, summary, walls in rows:
         cells = [_cell(summary["mAP"])] + [_cell(summary["group_mAP"].get(g)) for g in groups]
+        for m in extra:
+            values = [float(r[m]) for r in runs[name]["reports"]]
+            cells.append(_cell({"mean": statistics.mean(values),
+                                "std": statistics.stdev(values) if len(values) > 1 else None}))
         lines.append(f"| {report['method']} ({name}) | " + " | ".join(cells) + f" | {sum(walls) / len(walls):.0f} |")
     command = " ".join(["python scripts/run_table.py --configs", *args.configs, "--seeds", *map(str, args.seeds),
-                        "--workdir", args.workdir, *([f"--jobs {args.jobs}"] if args.jobs > 1 else []), *overrides])
+                        "--workdir", args.workdir, *([f"--jobs {args.jobs}"] if args.jobs > 1 else []),
+                        *(["--metrics", *extra] if extra else []), *overrides])
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
     table = "\n".join(lines)
     print(table)
