@@ -21,6 +21,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _train_two_processes(args, workdir):
+    """``python -m ltjax.train ARGS --workdir WORKDIR`` as 2 jax.distributed processes of 4 CPU devices
+    each; returns the processes and their (stdout, stderr)."""
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                   LTJAX_COORDINATOR=f"127.0.0.1:{port}", LTJAX_NUM_PROCESSES="2", LTJAX_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", workdir], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs, [p.communicate(timeout=300) for p in procs]
+
+
 def _train_records(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip() and '"train"' in line]
@@ -37,23 +50,7 @@ def test_two_processes_match_one_process(tmp_path, multi_on_device):
     assert r.returncode == 0, r.stderr
 
     multi = str(tmp_path / "multi")
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ)
-        env.update(
-            PYTHONPATH=str(REPO),
-            XLA_FLAGS="--xla_force_host_platform_device_count=4",
-            LTJAX_COORDINATOR=f"127.0.0.1:{port}",
-            LTJAX_NUM_PROCESSES="2",
-            LTJAX_PROCESS_ID=str(pid),
-        )
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "ltjax.train", *args, "--workdir", multi,
-             *(["--config.data.on_device=true"] if multi_on_device else [])],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
-    outs = [p.communicate(timeout=300) for p in procs]
+    procs, outs = _train_two_processes([*args, *(["--config.data.on_device=true"] if multi_on_device else [])], multi)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "head" in outs[0][0]  # process 0 prints the table
@@ -84,14 +81,7 @@ def test_two_processes_match_one_process_through_a_pass(tmp_path):
                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert r.returncode == 0, r.stderr
     multi = str(tmp_path / "multi")
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=4",
-                   LTJAX_COORDINATOR=f"127.0.0.1:{port}", LTJAX_NUM_PROCESSES="2", LTJAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", multi], cwd=REPO,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
+    procs, outs = _train_two_processes(args, multi)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
 

@@ -221,14 +221,14 @@ def test_kill_9_inside_a_pass_and_inside_a_later_phase_then_resume_is_bit_identi
         return subprocess.run([sys.executable, str(script), mode, str(at), "--config", str(cfg), "--workdir", workdir],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
-    ref = str(tmp_path / "ref")
-    r = launch(ref)
-    assert r.returncode == 0, r.stderr[-3000:]
+    ref = str(tmp_path / "ref")  # the uninterrupted run, in this process (the same 8 CPU devices)
+    overrides = {"train.checkpoint_every": 4, "train.log_every": 4, "train.ema_decay": 0.9}
+    train_and_evaluate(phased_toy.config(**overrides), ref)
     killed = str(tmp_path / "killed")
     r = launch(killed, "pass")
     assert r.returncode == -9, r.stderr[-3000:]
     assert not os.path.exists(os.path.join(killed, "eval.json"))
-    exp = Experiment(phased_toy.config(**{"train.checkpoint_every": 4, "train.log_every": 4, "train.ema_decay": 0.9}))
+    exp = Experiment(phased_toy.config(**overrides))
     head = exp.phases[2]
     at = (head.start // 4 + 2) * 4  # a periodic checkpoint inside "head"
     assert head.start < at < head.end

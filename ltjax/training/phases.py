@@ -38,6 +38,10 @@ class PhasePlan:
     steps_per_epoch: int = 0
     optimizer: Any = None  # config.optimizer with the phase's overrides
     schedule: Any = None  # config.schedule with the phase's overrides
+    # set by the Experiment (they need the parameter shapes)
+    schedule_fn: Any = None
+    tx: Any = None
+    mask: Any = None  # bool pytree: the parameters this phase trains
 
     @property
     def name(self) -> str:
