@@ -178,3 +178,34 @@ def test_encoded_bytes_decode_like_the_file(tmp_path):
     Image.fromarray(np.arange(30, dtype=np.uint8).reshape(5, 6)).save(path)  # grayscale PNG
     buf = io.BytesIO(path.read_bytes()).getvalue()
     np.testing.assert_array_equal(decode_image(buf), decode_image(str(path)))
+
+
+def test_a_run_that_loses_the_race_to_write_the_copy_uses_the_winners(tmp_path, monkeypatch):
+    """Two runs preparing the same new copy at once (run_table.py --jobs N): the one whose final rename
+    finds the folder already there reads that finished copy instead of failing."""
+    split = SourceSplit(["a", "b", "c"], ["one", "two", "three"], np.eye(3, dtype=np.float32))
+    src = Source("toy_race", "text", ["x", "y", "z"], {"train": split, "test": split})
+    root = str(tmp_path / "prep")
+    winner, _ = prepared.prepare(src, root)  # the other run, finished first
+    real = prepared._make_builder_class
+
+    def losing(source):
+        cls = real(source)
+
+        class Loser(cls, skip_registration=True):
+            name = cls.name
+            checks = 0
+
+            def is_prepared(self):  # not yet there when this run looked, there afterwards
+                type(self).checks += 1
+                return type(self).checks > 1 and super().is_prepared()
+
+            def download_and_prepare(self, *a, **k):
+                raise FileExistsError("Destination ... 1.0.0 already exists.")
+
+        return Loser
+
+    monkeypatch.setattr(prepared, "_make_builder_class", losing)
+    splits, where = prepared.prepare(src, root)
+    assert where["written_now"] is False
+    assert splits["train"].num_records() == winner["train"].num_records() == len(src.splits["train"])

@@ -233,10 +233,17 @@ def prepare(source, prepared_dir: str = "") -> tuple[dict, dict]:
         if source.kind == "image":
             _check_image_files(source)
         os.makedirs(root, exist_ok=True)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=root, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-        )
-        wrote = True
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=root, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+            )
+            wrote = True
+        except FileExistsError:
+            # another run (e.g. run_table.py --jobs N) wrote the same copy first and renamed it into place
+            # while this one was writing: the copies are identical (same fingerprint); use the finished one
+            builder = cls(config=config_name, data_dir=root, file_format="array_record")
+            if not builder.is_prepared():
+                raise
     _barrier(f"ltjax-prepare-{cls.name}-{config_name}")
     if not wrote:
         builder = cls(config=config_name, data_dir=root, file_format="array_record")
