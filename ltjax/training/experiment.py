@@ -81,7 +81,6 @@ class Experiment:
                 path_mask(params_shape, plan.spec.reinit, f"phase {plan.name!r} reinit")  # check the patterns
             plan.schedule_fn = learning_rate_schedule(plan.optimizer, plan.schedule, plan.steps_per_epoch, plan.length)
             plan.tx = make_optimizer(plan.optimizer, plan.schedule_fn, mask, params_shape)
-            plan.mask = mask
         self._method_state0 = None
         self._steps = {}
         # the first training phase, under the names a single-phase run has always had
@@ -106,7 +105,6 @@ class Experiment:
             lambda params, batch_stats, mstate, batch: eval_step(params, batch_stats, self.feed.eval_inputs(batch), mstate),
             out_shardings=self.batch_sharding,
         )
-        self.eval_step = jax.jit(eval_step, out_shardings=self.batch_sharding)  # (params, batch_stats, inputs)
 
     # -- phases and state ----------------------------------------------------------------------------
 

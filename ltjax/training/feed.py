@@ -58,9 +58,6 @@ class HostFeed:
     def eval_inputs(self, batch):
         return batch["inputs"]
 
-    def eval_shardings(self):
-        return {"inputs": self.batch_sharding, "valid": self.batch_sharding}
-
 
 class DeviceFeed(HostFeed):
     def __init__(self, dataset, config, batch_sharding, replicated):
@@ -99,9 +96,6 @@ class DeviceFeed(HostFeed):
 
     def eval_inputs(self, batch):
         return self.device_data.eval_inputs(batch["store"], batch["index"])
-
-    def eval_shardings(self):
-        return {"store": self.replicated, "index": self.batch_sharding, "valid": self.batch_sharding}
 
 
 def make_feed(dataset, config, batch_sharding, replicated) -> HostFeed:

@@ -41,7 +41,6 @@ class PhasePlan:
     # set by the Experiment (they need the parameter shapes)
     schedule_fn: Any = None
     tx: Any = None
-    mask: Any = None  # bool pytree: the parameters this phase trains
 
     @property
     def name(self) -> str:

@@ -38,19 +38,6 @@ def init_variables(model: nn.Module, rng: jax.Array, example_inputs) -> dict:
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, example_inputs,
-               ema: bool = False) -> TrainState:
-    v = init_variables(model, rng, example_inputs)
-    params = v["params"]
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=v["batch_stats"],
-        opt_state=tx.init(params),
-        ema=jax.tree.map(jnp.copy, params) if ema else {},
-    )
-
-
 def _variables(state_params, batch_stats):
     return {"params": state_params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
