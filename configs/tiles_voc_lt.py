@@ -1,61 +1,82 @@
-"""Any registered method on ``tiles_voc_lt`` (VOC-LT's real label sets, images composed of MNIST digits;
-``ltjax/data/tiles.py``): a CPU-sized version of the DB-loss image recipe that runs with no data to prepare.
+"""The offline image benchmark: any registered method on ``tiles_voc_lt`` (VOC-LT's real label sets, images
+composed of MNIST digits; ``ltjax/data/tiles.py``), sized for a 2-core CPU.
 
-arg: ``METHOD[,MODEL]``: the method (default "bce"; e.g. ``db_focal``, ``hmt``, any registered name) and
-the backbone, ``resnet18`` (default), ``resnet50`` or ``efficientnet_lite0`` (when that model is
-registered), e.g. ``--config configs/tiles_voc_lt.py:db_focal`` or ``...:hmt,efficientnet_lite0``.
+arg: ``METHOD[,MODEL[,REGIME]]``, e.g. ``--config configs/tiles_voc_lt.py:db_focal``,
+``...:hmt,glyphnet,frozen`` or ``...:bce,resnet18`` (the former recipe).
 
-What is kept from the DB recipe (``configs/voc_lt.py``): PFC neck + linear head, the DB augmentations
-(random crop 0.8, flip, photometric jitter), SGD lr 0.02 / momentum 0.9 / wd 1e-4, clip 35, warm-up
-from lr/3, x0.1 step decays, batch 32, the group thresholds of VOC-LT (head n_c >= 100, tail n_c < 20:
-6/6/8 classes), the VOC hyper-parameters of the DB methods; HMT-Net as in ``configs/hmt_voc.py``
-(lambda 2, class-aware re-sampling).
+* METHOD: any registered method (default "bce").
+* MODEL: ``glyphnet`` (default; ``ltjax/models/glyphnet.py``), or ``resnet18`` / ``resnet50`` /
+  ``efficientnet_lite0``, which run the former recipe (below).
+* REGIME (glyphnet only):
 
-What is scaled down so that a run is short (measured on one H200 with 5 runs sharing it: 65-192 s per
-run; docs/RESULTS.md has the 3-seed tables, which show 12 epochs to be too few to converge):
+  - ``finetune`` (default): the DB recipe's way of using ImageNet weights, with the tiles world's
+    ImageNet: the trunk starts from ltjax's single-glyph pretraining (``model.pretrained = "glyphs"``,
+    ``ltjax/models/glyph_pretrain.py``: built on first use, ~2 min here, then cached), the stem and
+    stage 1 frozen, every trunk BatchNorm in evaluation mode (``frozen_stages = 1``, ``norm_eval``);
+  - ``frozen``: the same pretrained trunk frozen whole; its max-pooled output is computed once per image
+    (``data.frozen_features = "pooled"``, ``ltjax/training/frozen_features.py``) and the neck and
+    head (and whatever the method puts on top) train on the stored vectors, kept on the device;
+  - ``scratch``: the same network from random weights, nothing frozen, BatchNorm training.
 
-* images generated at 80 x 80 (``data.tile_canvas = 80``, glyphs of 20 px = MNIST's 28 px scaled by
-  5/7, the same 4 x 4 grid of glyph places as the dataset's default 224/56) and read at ``image_size``
-  80: no resampling beyond the crop.  Why 80 and not 64: with jax 0.10 on CPU a 3x3 convolution over a
-  2 x 2 feature map is 50-100x slower per FLOP than over 3 x 3, and ResNet's last stage is 2 x 2 for
-  inputs of 33..64 px (3 x 3 for 65..96); a 64 px step costs several times an 80 px one;
-* the backbone trains from scratch (no ImageNet weights are available offline): nothing frozen and
-  BatchNorm in training mode (``frozen_stages = -1``, ``norm_eval = False``); with torchvision weights
-  (``--config.model.pretrained=...``) set ``--config.model.frozen_stages=1 --config.model.norm_eval=true``
-  for the DB recipe's setting;
-* schedule: 12 epochs with x0.1 at epochs 8 and 10 (the DB recipe's 80 / 55 / 70 scaled), 100 warm-up
-  steps from lr/3, for every method: a class-aware epoch is made as long as a uniform one
-  (``class_aware_epoch_divisor`` 14: max n_c * C / 14 = 775 * 20 / 14 = 1,107 draws, about N = 1,142),
-  so all methods see about the same number of images (36 steps of 32 per epoch, 432 steps, uniform;
-  35 per epoch, 420 steps, class-aware).
+The benchmark recipe (glyphnet), and why:
 
-Everything else (``--config.data.background``, ``seed``, ``num_test``, the image size, ...) can be
-overridden; the canvas must hold the 6 classes of the busiest VOC images (``tile_canvas // glyph_size >= 3``).
+* images generated at 80 x 80 with 20-px glyphs (``data.tile_canvas``/``glyph_size``; the dataset's
+  default 224 / 56 scaled by 5/14, the same 4 x 4 grid of glyph places) and read at 80 px;
+* augmentation: the DB recipe's random crop (>= 0.8 of each side) and photometric jitter (its +-18
+  degree hue jitter keeps red and blue apart), but no horizontal flip: the dataset declares that a flip
+  changes its labels (a mirrored digit), so neither pipeline flips;
+* the PFC neck with global MAX pooling (``model.neck_pool``): average pooling dilutes 20-px glyphs in
+  an 80-px canvas;
+* optimiser: SGD, momentum 0.9, weight decay 1e-4, clip 35 (the DB recipe's), lr 0.05 with 50 warm-up
+  steps from lr/3 and a cosine decay to 0 over 16 epochs (fine-tuning and scratch; 36 steps of 32 per
+  epoch) or 30 epochs (frozen features, where a step costs almost nothing);
+* class-aware sampling (``hmt``'s default setting): a class-aware epoch is as long as a uniform one
+  (``class_aware_epoch_divisor`` 14: 775 * 20 / 14 = 1,107 draws, about N = 1,142), so every method sees
+  about the same number of images;
+* the DB methods' VOC hyper-parameters; HMT-Net as in ``configs/hmt_voc.py`` (lambda 2, class-aware);
+  the VOC-LT group thresholds (head n_c >= 100, tail n_c < 20: 6/6/8 classes).
+
+The former recipe (``MODEL`` = a ResNet or EfficientNet-Lite0: docs/RESULTS.md's older tiles tables):
+the DB recipe scaled down, the backbone from scratch (``frozen_stages = -1``, ``norm_eval = False``),
+flips as the dataset allows, SGD lr 0.02 with x0.1 steps at epochs 8 and 10 of 12, 100 warm-up steps.
+With torchvision weights (``--config.model.pretrained=...``) set ``--config.model.frozen_stages=1
+--config.model.norm_eval=true`` for the DB recipe's setting.
 """
 import voc_lt  # the sibling configs/voc_lt.py (the DB-loss image recipe)
 
 DATASET = "tiles_voc_lt"
-MODELS = ("resnet18", "resnet50", "efficientnet_lite0")
+MODELS = ("glyphnet", "resnet18", "resnet50", "efficientnet_lite0")
+REGIMES = ("finetune", "frozen", "scratch")
 IMAGE_SIZE = 80
 GLYPH_SIZE = 20
-EPOCHS, DECAY_EPOCHS = 12, (8, 10)
 CLASS_AWARE_EPOCH_DIVISOR = 14  # class-aware epoch = int(775 * 20 / 14) = 1,107 draws, about N
-WARMUP_STEPS = 100
+
+# the benchmark recipe (glyphnet)
+EPOCHS = {"finetune": 16, "scratch": 16, "frozen": 30}
+LR = 0.05
+WARMUP_STEPS = 50
+
+# the former recipe (ResNets, EfficientNet-Lite0)
+FORMER_EPOCHS, FORMER_DECAY_EPOCHS = 12, (8, 10)
+FORMER_WARMUP_STEPS = 100
 
 
 def parse_arg(arg):
-    """'METHOD[,MODEL]' -> (method, model)."""
+    """'METHOD[,MODEL[,REGIME]]' -> (method, model, regime)."""
     parts = [p.strip() for p in (arg or "").split(",")]
     method = parts[0] or "bce"
-    model = parts[1] if len(parts) > 1 and parts[1] else "resnet18"
-    if len(parts) > 2 or model not in MODELS:
-        raise ValueError(f"configs/tiles_voc_lt.py: arg must be METHOD[,{'|'.join(MODELS)}], got {arg!r}")
-    return method, model
+    model = parts[1] if len(parts) > 1 and parts[1] else "glyphnet"
+    regime = parts[2] if len(parts) > 2 and parts[2] else ("finetune" if model == "glyphnet" else "")
+    if len(parts) > 3 or model not in MODELS or (model == "glyphnet" and regime not in REGIMES) or (
+            model != "glyphnet" and regime):
+        raise ValueError(
+            f"configs/tiles_voc_lt.py: arg must be METHOD[,{'|'.join(MODELS)}[,{'|'.join(REGIMES)}]] (a regime "
+            f"only for glyphnet), got {arg!r}"
+        )
+    return method, model, regime
 
 
-def get_config(arg=None):
-    method, model = parse_arg(arg)
-    c = voc_lt.db_recipe(DATASET, method, model)
+def _common(c, method):
     if method == "hmt":  # configs/hmt_voc.py's default ("rs") setting
         c.data.sampler = "class_aware"
         c.method.lam = 2.0
@@ -63,12 +84,31 @@ def get_config(arg=None):
     c.data.tile_canvas = IMAGE_SIZE
     c.data.glyph_size = GLYPH_SIZE
     c.data.eval_batch_size = 128
-    if "frozen_stages" in c.model:  # from scratch: nothing frozen, BatchNorm trains
-        c.model.frozen_stages = -1
-    if "norm_eval" in c.model:
-        c.model.norm_eval = False
     c.data.class_aware_epoch_divisor = CLASS_AWARE_EPOCH_DIVISOR
-    c.train.num_epochs, c.schedule.decay_epochs = EPOCHS, DECAY_EPOCHS
-    c.schedule.warmup_steps = WARMUP_STEPS
     c.train.log_every = 36
+
+
+def get_config(arg=None):
+    method, model, regime = parse_arg(arg)
+    c = voc_lt.db_recipe(DATASET, method, model)
+    _common(c, method)
+    if model != "glyphnet":  # the former recipe
+        if "frozen_stages" in c.model:  # from scratch: nothing frozen, BatchNorm trains
+            c.model.frozen_stages = -1
+        if "norm_eval" in c.model:
+            c.model.norm_eval = False
+        c.train.num_epochs, c.schedule.decay_epochs = FORMER_EPOCHS, FORMER_DECAY_EPOCHS
+        c.schedule.warmup_steps = FORMER_WARMUP_STEPS
+        return c
+    c.model.pretrained = "" if regime == "scratch" else "glyphs"
+    c.model.frozen_stages = {"finetune": 1, "scratch": -1, "frozen": 3}[regime]
+    c.model.norm_eval = regime != "scratch"
+    if regime == "frozen":
+        c.data.frozen_features = "pooled"
+        c.data.on_device = True
+    c.optimizer.lr = LR
+    c.schedule.name = "cosine"
+    c.schedule.warmup_steps = WARMUP_STEPS
+    c.schedule.decay_epochs = ()
+    c.train.num_epochs = EPOCHS[regime]
     return c

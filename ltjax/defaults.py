@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.on_device = False
     c.data.device_store_size = 0  # images: side of the stored training images; 0 = native size or auto
     c.data.device_max_gb = 8.0  # refuse device stores larger than this many GiB (they are replicated)
+    # image datasets: "" (off) | "map" | "pooled": run the frozen backbone once per image and train what sits
+    # on top of it on the stored outputs (ltjax/training/frozen_features.py)
+    c.data.frozen_features = ""
 
     # ---- model / method ---------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()

@@ -8,7 +8,9 @@ Each (config, seed) runs ``python -m ltjax.train --config CONFIG --workdir WORKD
 (e.g. several small runs sharing one GPU: JAX's memory preallocation is then turned off, unless
 XLA_PYTHON_CLIENT_PREALLOCATE / XLA_PYTHON_CLIENT_MEM_FRACTION are set), then the table gives per
 config: mAP total / head / medium / tail as mean ± sample std over the seeds (percent), plus the
-wall time; ``--metrics P@1 P@3 micro_f1`` adds columns for other scalar entries of eval.json.  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
+wall time; ``--metrics P@1 P@3 micro_f1`` adds columns for other scalar entries of eval.json.  Below
+them, the calibration rows of ``ltjax/calibration.py`` (class frequency with its training BCE; colour
+only, for image datasets) on the first run's dataset (``--no-calibration`` leaves them out).  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ def main(argv=None):
     p.add_argument("--workdir", required=True)
     p.add_argument("--title", default="")
     p.add_argument("--jobs", type=int, default=1, help="training runs at a time (default 1)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="leave out the calibration rows (class frequency, colour only: ltjax/calibration.py)")
     p.add_argument("--metrics", nargs="*", default=[],
                    help="further scalar eval.json entries as columns (percent), e.g. P@1 P@3 micro_f1")
     args, overrides = p.parse_known_args(argv)
@@ -89,9 +93,21 @@ def main(argv=None):
             cells.append(_cell({"mean": statistics.mean(values),
                                 "std": statistics.stdev(values) if len(values) > 1 else None}))
         lines.append(f"| {report['method']} ({name}) | " + " | ".join(cells) + f" | {sum(walls) / len(walls):.0f} |")
+    calibration = []
+    if not args.no_calibration:  # the no-learning floors, on the first run's dataset
+        from ltjax.calibration import calibration_rows, format_rows
+        from ltjax.config import load_saved_config
+        from ltjax.data import build_dataset
+
+        first_dir = os.path.join(args.workdir, _name(args.configs[0]), f"seed_{args.seeds[0]}")
+        saved = load_saved_config(first_dir)
+        calibration = calibration_rows(build_dataset(saved.data))
+        blanks = " | ".join([""] * (len(extra) + 1))  # the metric and s/run cells stay empty
+        lines += [f"{row} | {blanks} |" for row in format_rows(calibration, groups)]
     command = " ".join(["python scripts/run_table.py --configs", *args.configs, "--seeds", *map(str, args.seeds),
                         "--workdir", args.workdir, *([f"--jobs {args.jobs}"] if args.jobs > 1 else []),
-                        *(["--metrics", *extra] if extra else []), *overrides])
+                        *(["--metrics", *extra] if extra else []), *(["--no-calibration"] if args.no_calibration else []),
+        *overrides])
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
     table = "\n".join(lines)
     print(table)
@@ -99,7 +115,7 @@ def main(argv=None):
     with open(os.path.join(args.workdir, "table.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.workdir, "table.json"), "w") as f:
-        json.dump({"command": command, "seeds": args.seeds, "runs": runs}, f, indent=2)
+        json.dump({"command": command, "seeds": args.seeds, "runs": runs, "calibration": calibration}, f, indent=2)
 
 
 if __name__ == "__main__":

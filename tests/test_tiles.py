@@ -223,31 +223,95 @@ def test_config_args():
     from ltjax.config import load_config
 
     spec = str(REPO / "configs" / "tiles_voc_lt.py")
-    c = load_config(spec)
-    assert c.data.name == "tiles_voc_lt" and c.method.name == "bce" and c.model.name == "resnet18"
+    c = load_config(spec)  # the benchmark recipe: glyph-pretrained glyphnet, fine-tuned the DB way
+    assert c.data.name == "tiles_voc_lt" and c.method.name == "bce" and c.model.name == "glyphnet"
+    assert c.model.pretrained == "glyphs" and c.model.frozen_stages == 1 and c.model.norm_eval
+    assert c.model.neck_pool == "max" and c.data.frozen_features == ""
     assert c.data.sampler == "uniform" and (c.data.groups.head_min, c.data.groups.tail_max) == (100.0, 20.0)
     assert c.data.image_size == c.data.tile_canvas == 80 and c.data.glyph_size == 20
-    assert c.model.frozen_stages == -1 and not c.model.norm_eval
+    f = load_config(spec + ":db_focal,glyphnet,frozen")
+    assert f.data.frozen_features == "pooled" and f.data.on_device and f.model.frozen_stages == 3
+    s = load_config(spec + ":bce,glyphnet,scratch")
+    assert s.model.pretrained == "" and s.model.frozen_stages == -1 and not s.model.norm_eval
     d = load_config(spec + ":db_focal")
     assert d.data.sampler == "class_aware" and d.data.class_aware_epoch_divisor == 14
     h = load_config(spec + ":hmt")
     assert h.method.name == "hmt" and h.method.lam == 2.0 and h.data.sampler == "class_aware"
+    r = load_config(spec + ":bce,resnet18")  # the former recipe
+    assert r.model.name == "resnet18" and r.model.frozen_stages == -1 and not r.model.norm_eval
+    assert r.train.num_epochs == 12 and tuple(r.schedule.decay_epochs) == (8, 10)
     assert load_config(spec + ":bce,resnet50").model.name == "resnet50"
     from ltjax.models import MODELS
 
     if "efficientnet_lite0" in MODELS.names():  # accepted in the arg; registered by ltjax.models when present
         assert load_config(spec + ":bce,efficientnet_lite0").model.name == "efficientnet_lite0"
-    with pytest.raises(ValueError, match=r"METHOD\[,resnet18\|resnet50\|efficientnet_lite0\]"):
+    with pytest.raises(ValueError, match=r"METHOD\[,glyphnet\|resnet18\|resnet50\|efficientnet_lite0"):
         load_config(spec + ":bce,vgg16")
+    with pytest.raises(ValueError, match="a regime only for glyphnet"):
+        load_config(spec + ":bce,resnet18,frozen")
+
+
+def _flip_config(**fields):
+    return data_config(crop_min_ratio=0.0, photometric=False, flip_prob=1.0, **fields)
+
+
+def test_no_flip_reaches_a_tiles_image_in_either_pipeline(cache):
+    """data.flip_prob=1 asks for a flip of every image; tiles declares that flips change its labels, so
+    the host transform and the device augmentation both return the unflipped image."""
+    import jax
+
+    from ltjax.data import on_device
+    from ltjax.training import devices
+
+    ds = build_dataset(_flip_config())
+    assert not ds.meta.hflip_preserves_labels and "horizontal_flip" in ds.meta.info
+    assert ds.train_transform.flip_prob == 0.0
+    split = ds.split("train")
+    for i in range(6):  # host: many draws, never a flip
+        example = split[i]
+        want = ds.eval_transform(example)["inputs"]
+        for seed in range(4):
+            got = ds.train_transform(example, np.random.default_rng(seed))["inputs"]
+            np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(want, want[:, ::-1])  # a flip would have shown
+    cfg = _flip_config()
+    dd = on_device.DeviceData(ds, cfg, devices.replicated(devices.make_mesh(_mesh(1))))
+    assert dd.spec.flip_prob == 0.0
+    idx = np.arange(8)
+    store = np.asarray(dd.train_store)[idx]
+    out = on_device.augment_batch(store, dd.train_sizes[idx], idx, jax.random.key(0), dd.spec)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(on_device.normalize(store)), atol=1e-4)
+    # the same dataset declared flip-safe flips every image: the check above can fail
+    import dataclasses
+
+    flippable = dataclasses.replace(ds, meta=dataclasses.replace(ds.meta, hflip_preserves_labels=True),
+                                    train_transform=dataclasses.replace(ds.train_transform, flip_prob=1.0))
+    dd2 = on_device.DeviceData(flippable, cfg, devices.replicated(devices.make_mesh(_mesh(1))))
+    out2 = on_device.augment_batch(store, dd2.train_sizes[idx], idx, jax.random.key(0), dd2.spec)
+    np.testing.assert_allclose(np.asarray(out2), np.asarray(on_device.normalize(store))[:, :, ::-1], atol=1e-4)
+    assert not np.array_equal(flippable.train_transform(split[0], np.random.default_rng(0))["inputs"],
+                              ds.eval_transform(split[0])["inputs"])
+
+
+def _mesh(n):
+    from ltjax.defaults import base_config
+
+    m = base_config().mesh
+    m.data = n
+    return m
 
 
 def test_trains_and_evaluates_through_the_core(cache, tmp_path):
-    """configs/tiles_voc_lt.py:bce, shrunk: ResNet-18 at 32 px, batch 8, mesh data 2, array_record storage."""
+    """configs/tiles_voc_lt.py:bce, shrunk: a tiny glyphnet (pretrained on first use) at 32 px, batch 8,
+    mesh data 2, array_record storage."""
     from ltjax.config import load_config
     from ltjax.training.loop import train_and_evaluate
 
     c = load_config(str(REPO / "configs" / "tiles_voc_lt.py"))
     c.unlock()
+    c.model.widths, c.model.convs = (8, 8, 16), 1  # a tiny glyphnet, pretrained for 2 steps on first use
+    c.model.frozen_stages = 1
+    c.model.pretrain.steps, c.model.pretrain.copies, c.model.pretrain.batch_size = 2, 1, 8
     c.data.num_test = NUM_TEST  # the same generation parameters as the other tests: images reused
     c.data.image_size = 32
     c.data.batch_size = 8

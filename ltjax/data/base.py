@@ -64,6 +64,9 @@ class DatasetMeta:
     info: dict = dataclasses.field(default_factory=dict)  # provenance, split rule, ...
     input_dtype: str = "float32"  # dtype of a transformed example's inputs ("int32" for token ids)
     vocab_size: int = 0  # text datasets: number of token ids (0 = not text)
+    # images: whether a horizontal flip keeps an image's labels true (False for mirrored glyphs, text, ...);
+    # when False no pipeline flips it, whatever data.flip_prob says
+    hflip_preserves_labels: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +83,7 @@ class DatasetMeta:
             "input_kind": self.input_kind,
             "input_dtype": self.input_dtype,
             "vocab_size": int(self.vocab_size),
+            "hflip_preserves_labels": bool(self.hflip_preserves_labels),
             "info": self.info,
         }
 

@@ -372,10 +372,11 @@ class ImageTransform:
         object.__setattr__(self, "_cache", {} if self.cache else None)
 
     @classmethod
-    def from_config(cls, data_cfg, train: bool) -> "ImageTransform":
+    def from_config(cls, data_cfg, train: bool, hflip_preserves_labels: bool = True) -> "ImageTransform":
         """The train (``train=True``) or eval transform from ``config.data``; absent fields take
         :func:`image_defaults`.  ``augment=False`` makes the training transform the evaluation one.
-        An optional ``channel_swap`` field (not among the defaults) switches on part f."""
+        An optional ``channel_swap`` field (not among the defaults) switches on part f.  A dataset whose
+        labels a horizontal flip would change (``hflip_preserves_labels=False``) gets ``flip_prob`` 0."""
         defaults = image_defaults()
 
         def field(key, default=None):
@@ -386,7 +387,7 @@ class ImageTransform:
         return cls(
             size=field("image_size"),
             train=bool(train) and bool(field("augment")),
-            flip_prob=field("flip_prob"),
+            flip_prob=field("flip_prob") if hflip_preserves_labels else 0.0,
             photometric=bool(field("photometric")),
             crop_min_ratio=field("crop_min_ratio"),
             cache=bool(field("cache_images")),

@@ -32,7 +32,7 @@ jitted train step gathers ``store[index]`` and, for images, applies :func:`augme
    to ``image_size x image_size`` in one step with ``jax.image.scale_and_translate`` (bilinear with
    antialiasing, the filter PIL's bilinear uses; near the crop border the filter may read pixels just
    outside the box, where PIL's cropped image clamps);
-2. horizontal flip with probability ``flip_prob``;
+2. horizontal flip with probability ``flip_prob`` (never for a dataset whose meta says flips change its labels);
 3. the photometric distortion of :func:`ltjax.data.images.photometric_distort`, parts a-f with the same
    probabilities and ranges (brightness, contrast before or after the HSV part, saturation, hue, the
    optional channel permutation), clipped to [0, 255] after each part;
@@ -414,6 +414,8 @@ class DeviceData:
                     "this dataset brings its own: set data.on_device=false"
                 )
             self.spec = AugmentSpec.from_transform(t)
+            if not dataset.meta.hflip_preserves_labels:  # flips would change this dataset's labels
+                self.spec = dataclasses.replace(self.spec, flip_prob=0.0)
             host = image_store(
                 train, image_size=self.spec.size, crop_min_ratio=self.spec.crop_min_ratio if self.spec.augment else 0.0,
                 requested=int(data_cfg.get("device_store_size", 0)), max_gb=self.max_gb,

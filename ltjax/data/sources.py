@@ -72,6 +72,9 @@ class Source:
     class_names: tuple[str, ...]
     splits: dict  # split name -> SourceSplit; "train" and "test" required, "val" optional
     info: dict = dataclasses.field(default_factory=dict)  # provenance / protocol (JSON-serialisable)
+    # images: False when a horizontal flip changes what an image shows (mirrored digits); then neither
+    # pipeline flips (data.flip_prob is ignored and the dataset's info says so)
+    hflip_preserves_labels: bool = True
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -174,8 +177,14 @@ def dataset_from_source(source: Source, cfg) -> Dataset:
         from ltjax.data.images import ImageTransform
 
         size = int(cfg.image_size)
-        train_t = ImageTransform.from_config(cfg, train=True)
-        eval_t = ImageTransform.from_config(cfg, train=False)
+        flips = bool(source.hflip_preserves_labels)
+        train_t = ImageTransform.from_config(cfg, train=True, hflip_preserves_labels=flips)
+        eval_t = ImageTransform.from_config(cfg, train=False, hflip_preserves_labels=flips)
+        if not flips:
+            info["horizontal_flip"] = (
+                f"off: horizontal flips change {source.name}'s labels, so no pipeline flips its images "
+                f"(data.flip_prob={float(cfg.flip_prob):g} ignored)"
+            )
         input_shape, input_dtype, vocab_size = (size, size, 3), "float32", 0
     else:
         from ltjax.data.text import text_transforms
@@ -188,5 +197,6 @@ def dataset_from_source(source: Source, cfg) -> Dataset:
         source.name, source.class_names, source.splits["train"].labels, cfg.groups, input_shape,
         input_kind=source.kind, info=info,
     )
-    meta = dataclasses.replace(meta, input_dtype=input_dtype, vocab_size=vocab_size)
+    meta = dataclasses.replace(meta, input_dtype=input_dtype, vocab_size=vocab_size,
+                               hflip_preserves_labels=bool(source.hflip_preserves_labels))
     return Dataset(meta=meta, splits=splits, train_transform=train_t, eval_transform=eval_t)

@@ -1,7 +1,8 @@
 """The model registry: ``MODELS`` maps a config name to a ``ModelSpec``.
 
 Registered: 'mlp' (feature vectors), 'resnet18' / 'resnet50' (torchvision layout, ImageNet weights from
-.pth/.safetensors), 'efficientnet_lite0' (ImageNet weights fetched offline), 'text_pool' / 'text_bilstm'
+.pth/.safetensors), 'efficientnet_lite0' (ImageNet weights fetched offline), 'glyphnet' (small objects,
+pretrained by ltjax on single glyphs), 'text_pool' / 'text_bilstm'
 (token ids; optional GloVe 50d initialisation) and 'minilm' (frozen all-MiniLM-L6-v2 text encoder).
 
 Every registered model is a Flax Linen module with
@@ -18,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from ltjax.models import mlp, resnet
+from ltjax.models import glyphnet, mlp, resnet
 from ltjax.models import efficientnet  # 'efficientnet_lite0' (registers its weights and photo assets)
 from ltjax.models import text  # 'text_pool', 'text_bilstm'
 from ltjax.models import minilm  # 'minilm' (all-MiniLM-L6-v2 encoder; registers its weight assets)
@@ -44,18 +45,23 @@ class ModelSpec:
     ``{'params', 'batch_stats'}`` of a freshly initialised model (never on resume) and returns None
     (nothing to change) or ``(variables, info)`` -- weights that need a download or the dataset (the
     MiniLM encoder, GloVe rows for the text vocabulary); ``info`` (numbers) goes to the run log.
+    ``load_pretrained(variables, pretrained, model_cfg)``, optional, returns ``variables`` with the
+    weights ``model.pretrained`` names (models without it use :data:`PRETRAINED_LOADERS`).
     """
 
     defaults: Callable[[], ml_collections.ConfigDict]
     build: Callable[..., nn.Module]
     trainable_mask: Callable[[Any, Any], Any]
     init_hook: Callable[[Any, Any, Any], Any] | None = None
+    load_pretrained: Callable[[Any, Any, Any], Any] | None = None
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.add("mlp", ModelSpec(mlp.defaults, mlp.build, mlp.trainable_mask))
 MODELS.add("resnet18", ModelSpec(resnet.defaults18, resnet.build18, resnet.trainable_mask18))
 MODELS.add("resnet50", ModelSpec(resnet.defaults50, resnet.build50, resnet.trainable_mask50))
+MODELS.add("glyphnet", ModelSpec(glyphnet.defaults, glyphnet.build, glyphnet.trainable_mask,
+                                 load_pretrained=glyphnet.load_pretrained_trunk))
 MODELS.add("efficientnet_lite0", ModelSpec(efficientnet.defaults, efficientnet.build, efficientnet.trainable_mask))
 MODELS.add("text_pool", ModelSpec(text.pool_defaults, text.build_pool, text.pool_trainable_mask, text.pool_init_hook))
 MODELS.add(
@@ -89,18 +95,23 @@ def trainable_mask(model_cfg, params) -> Any:
     return MODELS.get(_name_of(model_cfg)).trainable_mask(model_cfg, params)
 
 
-def load_pretrained(model_name: str, variables, pretrained) -> Any:
+def load_pretrained(model_name: str, variables, pretrained, model_cfg=None) -> Any:
     """``variables`` of model ``model_name`` with its backbone taken from ``model.pretrained``.
 
+    A model whose ``ModelSpec`` has ``load_pretrained`` uses it (glyphnet: the keyword 'glyphs');
     ResNets read a torchvision state dict file (``load_pretrained_backbone``); other models use the
     loader they registered in :data:`PRETRAINED_LOADERS` (e.g. 'efficientnet_lite0', which also takes
     the keyword 'imagenet').  Raises ``ValueError`` for a model without pretrained weights."""
     from ltjax.models.pretrained import PRETRAINED_LOADERS, load_pretrained_backbone
 
+    spec = MODELS.get(model_name)
+    if spec.load_pretrained is not None:
+        return spec.load_pretrained(variables, pretrained, model_cfg)
     if model_name in ("resnet18", "resnet50"):
         return load_pretrained_backbone(variables, pretrained, int(model_name[len("resnet"):]))
     if model_name not in PRETRAINED_LOADERS:
-        supported = ", ".join(["resnet18", "resnet50", *sorted(PRETRAINED_LOADERS)])
+        supported = ", ".join(sorted(["resnet18", "resnet50", *PRETRAINED_LOADERS,
+                                      *(n for n in MODELS.names() if MODELS.get(n).load_pretrained)]))
         raise ValueError(f"model.pretrained is supported for the models {supported}, not {model_name!r}")
     return PRETRAINED_LOADERS[model_name](variables, pretrained)
 

@@ -48,6 +48,15 @@ class Experiment:
         self.dtype = compute_dtype(config)
         self.mesh = devices.make_mesh(config.mesh)
         self.model = self.method.build_model(config, self.meta, self.dtype)
+        rng = jax.random.key(int(config.seed))
+        self.init_rng, self.train_rng = jax.random.split(rng)
+        self.frozen = None
+        if config.data.get("frozen_features", ""):  # the backbone ran once per image: train on its outputs
+            from ltjax.training.frozen_features import FrozenFeatures
+
+            self.frozen = FrozenFeatures(config, self.dataset, self.model, self.init_rng, self.dtype, log=None)
+            self.dataset, self.model = self.frozen.dataset, self.frozen.model
+            self.meta = self.dataset.meta
         self.stats = losses.ClassStats.from_meta(self.meta)
         self.replicated = devices.replicated(self.mesh)
         self.batch_sharding = devices.batch_sharding(self.mesh)
@@ -66,11 +75,12 @@ class Experiment:
         self.phases = plan_phases(config, self.method, self.dataset.split("train").labels)
         self.total_steps = self.phases[-1].end
         self.example = np.zeros((1, *self.meta.input_shape), self.meta.input_dtype)
-        rng = jax.random.key(int(config.seed))
-        self.init_rng, self.train_rng = jax.random.split(rng)
         self.abstract_variables = jax.eval_shape(lambda k: init_variables(self.model, k, self.example), self.init_rng)
         params_shape = self.abstract_variables["params"]
-        self.model_mask = self.method.trainable_mask(config, params_shape)
+        if self.frozen is None:
+            self.model_mask = self.method.trainable_mask(config, params_shape)
+        else:  # the frozen trunk is gone from the params: everything left trains
+            self.model_mask = jax.tree.map(lambda _: True, params_shape)
         for plan in self.phases:
             if plan.kind != "train":
                 continue
@@ -157,13 +167,13 @@ class Experiment:
                             out_shardings={"params": sh.params, "batch_stats": sh.batch_stats})(self.init_rng)
         variables = self._run_init_hook(variables)
         path = self.config.model.get("pretrained", "")
-        if path:
+        if path and self.frozen is None:  # frozen features: the pretrained trunk already made the features
             from ltjax.models import load_pretrained
 
             # resnet*: a torchvision state dict; other models use their registered loader (efficientnet_lite0
             # also accepts the keyword "imagenet", which fetches its weights through ltjax.assets)
             host = jax.device_get(variables)
-            loaded = load_pretrained(self.config.model.name, host, os.path.expanduser(path))
+            loaded = load_pretrained(self.config.model.name, host, os.path.expanduser(path), self.config.model)
             variables = {"params": jax.device_put(loaded["params"], sh.params),
                          "batch_stats": jax.device_put(loaded["batch_stats"], sh.batch_stats)}
         params = variables["params"]

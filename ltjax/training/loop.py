@@ -216,6 +216,8 @@ class _Run:
                     log.write(0, "init", exp.init_info)
             for line in exp.feed.messages:
                 log.message(line)
+            if getattr(exp, "frozen", None) is not None:
+                log.message(exp.frozen.describe())
             if start:
                 log.message(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
             while index < len(exp.phases):

@@ -1,0 +1,116 @@
+"""Frozen-feature runs (ltjax/training/frozen_features.py): training on the stored backbone outputs equals
+training with the backbone frozen, the stored features are reused and invalidated, bad uses get clear
+errors."""
+import dataclasses
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from test_on_device import _png_dataset
+
+from ltjax.defaults import experiment_config
+from ltjax.training import frozen_features
+from ltjax.training.loop import Experiment
+
+
+def _config(tmp_path, **over):
+    c = experiment_config("custom", "glyphnet", "bce")
+    c.model.widths, c.model.convs = (8, 8, 16), 1
+    c.model.frozen_stages, c.model.norm_eval = 2, True  # the whole trunk frozen, BatchNorm in eval mode
+    c.data.image_size = 32
+    c.data.augment = False
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 8
+    c.data.prepared_dir = str(tmp_path / "prepared")
+    c.mesh.data = 1
+    c.optimizer.lr = 0.05
+    c.schedule.warmup_steps = 0
+    c.train.progress_bar = "off"
+    c.eval.top_k = (1, 3)
+    for k, v in over.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = v
+    return c
+
+
+def _steps(exp, n):
+    state = exp.initial_state()
+    it = exp.train_iterator()
+    losses = []
+    for _ in range(n):
+        state, m = exp.train_step(state, exp.global_batch(next(it)), exp.train_rng)
+        losses.append(float(m["loss"]))
+    return jax.device_get(state), losses
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory):
+    """24 PNG images read at 32 px, trained on un-augmented (the features are computed without
+    augmentation; the equality below is with a fine-tuning run that does not augment either)."""
+    ds = _png_dataset(str(tmp_path_factory.mktemp("png")))
+    return dataclasses.replace(ds, train_transform=ds.eval_transform)
+
+
+@pytest.mark.parametrize("level", ["map", "pooled"])
+def test_training_on_stored_features_equals_training_with_the_backbone_frozen(tmp_path, pngs, level):
+    full = Experiment(_config(tmp_path), dataset=pngs)
+    stored = Experiment(_config(tmp_path, **{"data.frozen_features": level}), dataset=pngs)
+    assert stored.meta.input_kind == "features"
+    assert stored.meta.input_shape == ((8, 8, 16) if level == "map" else (16,))  # 32 px, stride 4; 16 channels
+    assert "trunk" not in jax.tree_util.keystr(jax.tree_util.tree_leaves_with_path(stored.initial_state().params)[0][0])
+    s_full, l_full = _steps(full, 4)
+    s_stored, l_stored = _steps(stored, 4)
+    np.testing.assert_allclose(l_stored, l_full, rtol=2e-5)
+    assert l_full[-1] != l_full[0]  # the neck and head did train
+    chex.assert_trees_all_close(s_stored.params["head"], s_full.params["head"], rtol=2e-5, atol=1e-6)
+    chex.assert_trees_all_close(s_stored.params["backbone"]["neck"], s_full.params["backbone"]["neck"],
+                                rtol=2e-5, atol=1e-6)
+    # and the evaluation scores agree
+    r_full = full.predict(s_full.params, s_full.batch_stats, "test")
+    r_stored = stored.predict(s_stored.params, s_stored.batch_stats, "test")
+    np.testing.assert_allclose(r_stored[0], r_full[0], rtol=2e-5, atol=1e-6)
+
+
+def test_stored_features_are_reused_and_invalidated(tmp_path, pngs, monkeypatch):
+    first = Experiment(_config(tmp_path, **{"data.frozen_features": "pooled"}), dataset=pngs)
+    assert first.frozen.info["computed_now"] and first.frozen.folder.parent.name == pngs.meta.name
+    stored = np.load(first.frozen.folder / "train.npy")
+
+    def no_extraction(*a, **k):
+        raise AssertionError("the stored features should have been reused")
+
+    monkeypatch.setattr(frozen_features.FrozenFeatures, "_extract", staticmethod(no_extraction))
+    again = Experiment(_config(tmp_path, **{"data.frozen_features": "pooled"}), dataset=pngs)
+    assert again.frozen.folder == first.frozen.folder and not again.frozen.info["computed_now"]
+    np.testing.assert_array_equal(again.dataset.split("train").inputs, stored)
+    for change in ({"seed": 1},  # other trunk weights
+                   {"data.frozen_features": "map"},
+                   {"model.neck_pool": "avg"}):
+        with pytest.raises(AssertionError, match="reused"):
+            Experiment(_config(tmp_path, **{"data.frozen_features": "pooled", **change}), dataset=pngs)
+    from ltjax.data.images import ImageTransform
+
+    smaller = dataclasses.replace(pngs, eval_transform=ImageTransform(size=24))  # another evaluation transform
+    with pytest.raises(AssertionError, match="reused"):
+        Experiment(_config(tmp_path, **{"data.frozen_features": "pooled"}), dataset=smaller)
+
+
+def test_pooled_features_are_the_pooled_map(tmp_path, pngs):
+    m = Experiment(_config(tmp_path, **{"data.frozen_features": "map"}), dataset=pngs)
+    p = Experiment(_config(tmp_path, **{"data.frozen_features": "pooled"}), dataset=pngs)
+    np.testing.assert_allclose(p.dataset.split("test").inputs, m.dataset.split("test").inputs.max(axis=(1, 2)),
+                               rtol=1e-6)
+
+
+def test_clear_errors(tmp_path, pngs):
+    with pytest.raises(ValueError, match="data.frozen_features must be '' .off. or one of map, pooled"):
+        Experiment(_config(tmp_path, **{"data.frozen_features": "vectors"}), dataset=pngs)
+    c = experiment_config("synthetic_lt", "mlp", "bce")
+    c.data.frozen_features = "pooled"
+    with pytest.raises(ValueError, match="is a features dataset: set data.frozen_features=''"):
+        Experiment(c)
