@@ -4,12 +4,16 @@ What it trains on: every digit image of the TRAINING half of the MNIST subset be
 (:func:`ltjax.data.tiles.mnist_pools`: the first 250 rows of each digit; the test half, whose glyphs make
 the test images, is never read), drawn in both glyph colours, ``copies`` times each at a random place on a
 ``canvas`` x ``canvas`` image with the dataset's background (:func:`ltjax.data.tiles.compose_image` with
-one class), glyphs of ``glyph`` px: 2,500 x 2 x ``copies`` images, each labelled with its glyph kind (20
-kinds = digit x colour, the 20 classes of ``tiles_voc_lt``).  Every image comes from
-``numpy.random.default_rng([seed, 2, i])``.
+one class), glyphs of ``glyph`` px: 2,500 x 2 x ``copies`` images.  Each is labelled with its digit
+(``labels = "digit"``, 10-way, the default) or with its glyph kind (``"kind"``: digit x colour, exactly
+the 20 classes of ``tiles_voc_lt``).  The default teaches shapes, not the target label set: like ImageNet
+for VOC, the network knows what digits look like, and which colour goes with which digit in a
+multi-glyph image is left to the long-tailed fine-tuning (the 20-way variant hands every tail class
+500 balanced examples before the benchmark starts, and the benchmark stops measuring the long tail).
+Every image comes from ``numpy.random.default_rng([seed, 2, i])``.
 
 How: the GlyphNet trunk of the model config (widths / convs / stem_stride), a global max pool and a
-20-way linear softmax classifier; BatchNorm in training mode; Adam (``lr``, warm-up then cosine decay to
+linear softmax classifier; BatchNorm in training mode; Adam (``lr``, warm-up then cosine decay to
 0 over ``steps``), batches of ``batch_size`` drawn as seeded epoch permutations; on every example the
 photometric jitter of the tiles recipe (brightness, contrast, saturation, hue +-18 degrees: the colours
 stay apart), on the device, keyed by ``fold_in(key(seed), step)``.  Images are normalised with the
@@ -38,6 +42,7 @@ import numpy as np
 
 VERSION = 1  # bump when the same fields would give different weights
 NUM_KINDS = 20
+LABELS = {"digit": 10, "kind": 20}  # model.pretrain.labels -> number of pretraining classes
 SPLIT_CODE = 2  # rng stream of the pretraining images (tiles uses 0 train, 1 test)
 
 
@@ -48,11 +53,15 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
     c.glyph = 20  # px side of a glyph (configs/tiles_voc_lt.py's glyph_size)
     c.background = "noise"  # tiles_voc_lt's background
     c.copies = 2  # placements of each (digit image, colour)
-    c.steps = 1200
+    c.steps = 600
     c.batch_size = 64
     c.lr = 2e-3
     c.warmup_steps = 50
     c.photometric = True
+    # "digit" (10-way): what the network must know is the glyph's shape, as ImageNet teaches objects but not
+    # the target label set; "kind" (20-way digit x colour) teaches exactly tiles_voc_lt's 20 classes on
+    # balanced data, which erases the long tail (frozen-feature BCE 95.0 mAP, head 95.9 / tail 94.2, seed 0)
+    c.labels = "digit"
     c.seed = 0
     return c
 
@@ -62,8 +71,11 @@ def _fields(cfg) -> dict:
     fields = {
         "canvas": int(p.canvas), "glyph": int(p.glyph), "background": str(p.background), "copies": int(p.copies),
         "steps": int(p.steps), "batch_size": int(p.batch_size), "lr": float(p.lr),
-        "warmup_steps": int(p.warmup_steps), "photometric": bool(p.photometric), "seed": int(p.seed),
+        "warmup_steps": int(p.warmup_steps), "photometric": bool(p.photometric), "labels": str(p.labels),
+        "seed": int(p.seed),
     }
+    if fields["labels"] not in LABELS:
+        raise ValueError(f"model.pretrain.labels must be one of {', '.join(LABELS)}, got {fields['labels']!r}")
     if fields["glyph"] > fields["canvas"] or fields["glyph"] < 8:
         raise ValueError(f"model.pretrain.glyph must lie in 8..model.pretrain.canvas ({fields['canvas']}), "
                          f"got {fields['glyph']}")
@@ -151,7 +163,7 @@ def pretrain(cfg, mnist=None, log=None) -> tuple[dict, dict]:
     trunk_cfg = ml_collections.ConfigDict(cfg.to_dict())
     trunk_cfg.frozen_stages, trunk_cfg.norm_eval = -1, False
     model = Classifier(backbone=Backbone(trunk=trunk_from_config(trunk_cfg), neck=GAPNeck(pool="max")),
-                       head=LinearHead(NUM_KINDS))
+                       head=LinearHead(LABELS[fields["labels"]]))
     key = jax.random.key(fields["seed"])
     k_init, k_aug = jax.random.split(key)
     variables = model.init(k_init, jnp.zeros((1, *images.shape[1:]), jnp.float32), train=False)
@@ -161,7 +173,7 @@ def pretrain(cfg, mnist=None, log=None) -> tuple[dict, dict]:
     tx = optax.adam(schedule)
     opt_state = tx.init(params)
     store = jnp.asarray(images)
-    labels = jnp.asarray(kinds)
+    labels = jnp.asarray(kinds % 10 if fields["labels"] == "digit" else kinds)
     mean = jnp.asarray(host_images.IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(host_images.IMAGENET_STD, jnp.float32)
 
