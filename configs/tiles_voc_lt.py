@@ -27,7 +27,8 @@ The benchmark recipe (glyphnet), and why:
   changes its labels (a mirrored digit), so neither pipeline flips;
 * the PFC neck with global MAX pooling (``model.neck_pool``): average pooling dilutes 20-px glyphs in
   an 80-px canvas;
-* optimiser: SGD, momentum 0.9, weight decay 1e-4, clip 35 (the DB recipe's), lr 0.05 with 50 warm-up
+* optimiser: SGD, momentum 0.9, weight decay 1e-4, clip 35 (the DB recipe's), lr 0.05 (ASL, a summed
+  loss: lr / 640 and clip x 640, ``configs/voc_lt.py:summed_loss_scale``) with 50 warm-up
   steps from lr/3 and a cosine decay to 0 over 16 epochs (fine-tuning and scratch; 36 steps of 32 per
   epoch) or 30 epochs (frozen features, where a step costs almost nothing);
 * class-aware sampling (``hmt``'s default setting): a class-aware epoch is as long as a uniform one
@@ -106,7 +107,7 @@ def get_config(arg=None):
     if regime == "frozen":
         c.data.frozen_features = "pooled"
         c.data.on_device = True
-    c.optimizer.lr = LR
+    c.optimizer.lr = LR / voc_lt.summed_loss_scale(method, c.data.batch_size, DATASET)  # (clip: db_recipe)
     c.schedule.name = "cosine"
     c.schedule.warmup_steps = WARMUP_STEPS
     c.schedule.decay_epochs = ()

@@ -237,6 +237,10 @@ def test_config_args():
     assert d.data.sampler == "class_aware" and d.data.class_aware_epoch_divisor == 14
     h = load_config(spec + ":hmt")
     assert h.method.name == "hmt" and h.method.lam == 2.0 and h.data.sampler == "class_aware"
+    # SGD steps as large as BCE's: ASL sums over B x C entries (lr / 640, clip x 640); RW's N / n_c has mean 1
+    a = load_config(spec + ":asl")
+    assert a.optimizer.lr == pytest.approx(c.optimizer.lr / (32 * 20)) and a.optimizer.grad_clip_norm == 35 * 640
+    assert load_config(spec + ":rw").method.normalize == "mean" and c.optimizer.grad_clip_norm == 35
     r = load_config(spec + ":bce,resnet18")  # the former recipe
     assert r.model.name == "resnet18" and r.model.frozen_stages == -1 and not r.model.norm_eval
     assert r.train.num_epochs == 12 and tuple(r.schedule.decay_epochs) == (8, 10)
@@ -312,6 +316,7 @@ def test_trains_and_evaluates_through_the_core(cache, tmp_path):
     c.model.widths, c.model.convs = (8, 8, 16), 1  # a tiny glyphnet, pretrained for 2 steps on first use
     c.model.frozen_stages = 1
     c.model.pretrain.steps, c.model.pretrain.copies, c.model.pretrain.batch_size = 2, 1, 8
+    c.model.pretrain.photometric = False  # (its jitter is tested in test_glyphnet; here it would only compile)
     c.data.num_test = NUM_TEST  # the same generation parameters as the other tests: images reused
     c.data.image_size = 32
     c.data.batch_size = 8
