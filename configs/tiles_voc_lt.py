@@ -22,15 +22,20 @@ The benchmark recipe (glyphnet), and why:
 
 * images generated at 80 x 80 with 20-px glyphs (``data.tile_canvas``/``glyph_size``; the dataset's
   default 224 / 56 scaled by 5/14, the same 4 x 4 grid of glyph places) and read at 80 px;
-* augmentation: the DB recipe's random crop (>= 0.8 of each side) and photometric jitter (its +-18
-  degree hue jitter keeps red and blue apart), but no horizontal flip: the dataset declares that a flip
-  changes its labels (a mirrored digit), so neither pipeline flips;
+* augmentation: the DB recipe's photometric jitter (its +-18 degree hue jitter keeps red and blue
+  apart), but no horizontal flip (the dataset declares that a flip changes its labels: a mirrored digit;
+  neither pipeline flips) and no random crop: a crop keeping 80 % of each side removes up to 16 px of an
+  80-px tile, most of a 20-px glyph at the border, whose label stays, so for a tail class with 4 training
+  images it is label noise.  With the crop, BCE's 3-seed std was 2.05 points (75.70, tail 50.55 +- 3.98);
+  without, 0.64 (73.72, tail 46.51 +- 1.33), 24 epochs each.  Glyph positions are random already;
 * the PFC neck with global MAX pooling (``model.neck_pool``): average pooling dilutes 20-px glyphs in
   an 80-px canvas;
 * optimiser: SGD, momentum 0.9, weight decay 1e-4, clip 35 (the DB recipe's), lr 0.05 (ASL, a summed
   loss: lr / 640 and clip x 640, ``configs/voc_lt.py:summed_loss_scale``) with 50 warm-up
-  steps from lr/3 and a cosine decay to 0 over 16 epochs (fine-tuning and scratch; 36 steps of 32 per
-  epoch) or 30 epochs (frozen features, where a step costs almost nothing);
+  steps from lr/3 and a cosine decay to 0 over 24 epochs (fine-tuning and scratch; 36 steps of 32 per
+  epoch) or 30 epochs (frozen features, where a step costs almost nothing).  The DB recipe's lr 0.02
+  underfits here in 16 epochs (training loss 0.182 against the class-frequency floor's 0.2195; BCE 47.96
+  mAP, head 63.7), and 16 epochs at 0.05 end at training loss 0.082 and 60-64 mAP, 24 at 0.057;
 * class-aware sampling (``hmt``'s default setting): a class-aware epoch is as long as a uniform one
   (``class_aware_epoch_divisor`` 14: 775 * 20 / 14 = 1,107 draws, about N = 1,142), so every method sees
   about the same number of images;
@@ -53,7 +58,7 @@ GLYPH_SIZE = 20
 CLASS_AWARE_EPOCH_DIVISOR = 14  # class-aware epoch = int(775 * 20 / 14) = 1,107 draws, about N
 
 # the benchmark recipe (glyphnet)
-EPOCHS = {"finetune": 16, "scratch": 16, "frozen": 30}
+EPOCHS = {"finetune": 24, "scratch": 24, "frozen": 30}
 LR = 0.05
 WARMUP_STEPS = 50
 
@@ -107,6 +112,7 @@ def get_config(arg=None):
     if regime == "frozen":
         c.data.frozen_features = "pooled"
         c.data.on_device = True
+    c.data.crop_min_ratio = 1.0  # no random crop: it cuts glyphs at the border (module docstring)
     c.optimizer.lr = LR / voc_lt.summed_loss_scale(method, c.data.batch_size, DATASET)  # (clip: db_recipe)
     c.schedule.name = "cosine"
     c.schedule.warmup_steps = WARMUP_STEPS
