@@ -355,6 +355,12 @@ def test_build_dataset_images(tree, storage, tmp_path_factory):
     assert out["labels"].tolist() == [1, 1, 0]
     if storage == "files":
         assert ds.split("test")[0]["inputs"] == str(tree / "sub" / "d.jpg")
+        assert ds.meta.hflip_preserves_labels and ds.train_transform.flip_prob == c.flip_prob > 0
+        # a dataset whose labels a mirror image would change: no pipeline flips it
+        c.hflip_preserves_labels = False
+        no_flip = build_dataset(c)
+        assert not no_flip.meta.hflip_preserves_labels and no_flip.train_transform.flip_prob == 0.0
+        assert "horizontal_flip" in no_flip.meta.info
 
 
 @pytest.mark.parametrize("storage", ["files", "array_record"])

@@ -129,6 +129,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.class_order = "sorted"  # without class_names: "sorted" (by name) | "frequency" (training counts)
     c.display_name = NAME  # the dataset's name in reports and eval.json
     c.verify_files = True  # check at build time that every image file exists
+    # images: False when a horizontal flip changes what an image shows (text, digits, laterality that a
+    # label names); then no pipeline flips, whatever flip_prob says
+    c.hflip_preserves_labels = True
     c.update(source_defaults("image"))
     try:
         text_fields = source_defaults("text")
@@ -706,7 +709,8 @@ def build_source(data_cfg) -> Source:
     if fmt["group_column"]:
         info["group_column"] = fmt["group_column"]
         info["groups_per_split"] = {s: len({r.group for r in rows}) for s, rows in by_split.items()}
-    return Source(name=str(cfg.display_name), kind=kind, class_names=class_names, splits=splits, info=info)
+    return Source(name=str(cfg.display_name), kind=kind, class_names=class_names, splits=splits, info=info,
+                  hflip_preserves_labels=bool(cfg.hflip_preserves_labels))
 
 
 @DATASETS.register(NAME)
