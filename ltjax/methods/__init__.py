@@ -6,8 +6,9 @@
   ldam, zlpr, gce);
 * ``hmt.py``: HMT-Net (paper 000);
 * ``decoupled.py``: the decoupling baselines of Kang et al. (crt, lws, tau_norm, ncm), phased methods.
+* ``cssfe.py``: CSSFE (CAMs refined by label-embedding attention head -> medium -> tail) and its ablations.
 """
-from ltjax.methods import baselines, decoupled, hmt  # noqa: F401  (each registers its methods)
+from ltjax.methods import baselines, cssfe, decoupled, hmt  # noqa: F401  (each registers its methods)
 from ltjax.methods.base import (  # noqa: F401
     MAIN_STREAM,
     METHODS,
