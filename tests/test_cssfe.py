@@ -118,6 +118,7 @@ def _steps(exp, n):
     return jax.device_get(state), losses
 
 
+@pytest.mark.slow  # two CSSFE steps compiled for 1 and 8 devices: ~20 s here (make test-slow)
 def test_sharded_cssfe_step_equals_one_device_and_embeddings_stay_constant(pngs):
     one = Experiment(_config(**{"mesh.data": 1}), dataset=pngs)
     eight = Experiment(_config(**{"mesh.data": 8}), dataset=pngs)
@@ -158,6 +159,21 @@ def test_ablation_variants_have_their_parts(pngs, variant):
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
     out = jax.eval_shape(lambda v, x: exp.model.apply(v, x, train=False), exp.abstract_variables, x)
     assert out["logits"].shape == (2, 4)
+
+
+def test_embeddings_are_constants_not_parameters_and_features_are_refused(pngs):
+    exp = Experiment(_config(), dataset=pngs)
+    emb = np.asarray(exp.model.embeddings)
+    params = jax.tree_util.tree_leaves(exp.abstract_variables["params"])
+    assert emb.shape == (4, 12) and not any(p.shape == emb.shape for p in params)
+    np.testing.assert_array_equal(cssfe.label_embeddings(exp.config.method, pngs.meta.class_names), emb)  # seeded
+    from ltjax.methods import METHODS
+
+    assert METHODS.get("cssfe").input_kinds == ("image",)
+    c = experiment_config("synthetic_lt", "mlp", "cssfe")
+    c.method.encoder = "random"
+    with pytest.raises(ValueError, match="CSSFE needs images"):
+        Experiment(c)
 
 
 def test_bad_fields_are_rejected(pngs, tmp_path):

@@ -140,6 +140,8 @@ class Method:
     # (config, meta, dataset, outputs) -> pytree of numpy arrays (the initial method state); None: {}.
     # ``outputs``: the shapes (jax.ShapeDtypeStruct) of the model's outputs for a batch of one example
     init_state: Callable[..., Any] | None = None
+    # the dataset input kinds the method's model accepts (DatasetMeta.input_kind); CSSFE needs images
+    input_kinds: tuple[str, ...] = ("features", "image", "text")
 
     def __post_init__(self):
         if self.trainable_mask is None:

@@ -233,6 +233,9 @@ def build_cssfe(config, meta, dtype) -> CSSFENet:
     """CSSFE on the trunk of ``config.model`` (any registered image backbone with a spatial map)."""
     m = config.method
     _check(m)
+    if meta.input_kind != "image" and not (meta.input_kind == "features" and len(meta.input_shape) == 3):
+        raise ValueError(f"CSSFE needs images (or data.frozen_features='map'); {meta.name} is a {meta.input_kind} "
+                         f"dataset with inputs {tuple(meta.input_shape)}")
     base = models.build_model(config.model, meta.num_classes, meta.input_shape, dtype, vocab_size=meta.vocab_size)
     trunk = getattr(getattr(base, "backbone", None), "trunk", None)
     if trunk is None:
@@ -262,5 +265,6 @@ METHODS.add(
         build_model=build_cssfe,
         loss=_loss,
         scores=sigmoid_scores,
+        input_kinds=("image",),
     ),
 )
