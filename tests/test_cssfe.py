@@ -188,3 +188,21 @@ def test_bad_fields_are_rejected(pngs, tmp_path):
                    dataset=pngs)
     with pytest.raises(ValueError, match="must contain"):
         Experiment(_config(**{"method.template": "a photo"}), dataset=pngs)
+
+
+def test_recipe_configs_and_missing_voc_data_stops_at_once(tmp_path):
+    from helpers import REPO, run_module
+
+    from ltjax.config import load_config
+
+    c = load_config(str(REPO / "configs" / "cssfe_voc.py"))
+    assert (c.method.name, c.method.variant, c.model.name, c.data.image_size, c.data.batch_size) == \
+        ("cssfe", "net3", "resnet50", 448, 16)
+    assert (c.optimizer.name, c.optimizer.lr, c.schedule.name, c.train.num_epochs, c.train.ema_decay) == \
+        ("adamw", 5e-5, "one_cycle", 80, 0.998) and c.eval.use_ema
+    assert load_config(str(REPO / "configs" / "cssfe_coco.py") + ":net1").optimizer.lr == 1e-5
+    with pytest.raises(ValueError, match="arg must be one of net0, net1, net2, net3"):
+        load_config(str(REPO / "configs" / "cssfe_voc.py") + ":net9")
+    r = run_module("ltjax.train", "--config", "configs/cssfe_voc.py", "--workdir", str(tmp_path / "run"),
+                   f"--config.data.root={tmp_path / 'nowhere'}", timeout=120)
+    assert r.returncode != 0 and "VOCdevkit" in r.stdout + r.stderr and "Traceback" not in r.stderr
