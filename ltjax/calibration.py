@@ -104,13 +104,11 @@ def calibration_rows(dataset, split: str = "test", image_size: int | None = None
 
 def format_rows(rows: list[dict], groups: list[str]) -> list[str]:
     """Markdown table rows (mAP total, then each group, percent) for the calibration rows."""
+    from ltjax.report import _pct
+
     out = []
     for r in rows:
         cells = [_pct(r["mAP"])] + [_pct(r["group_mAP"].get(g)) for g in groups]
         extra = f"; training BCE {r['bce_train']:.4f}" if "bce_train" in r else ""
         out.append(f"| *{r['name']}* (calibration{extra}) | " + " | ".join(cells))
     return out
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * float(x):.2f}"

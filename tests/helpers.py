@@ -9,19 +9,37 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def set_fields(c, overrides: dict):
+    """``c`` with each dotted path of ``overrides`` (``"data.batch_size": 8``) set; returns ``c``."""
+    for path, value in overrides.items():
+        node = c
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return c
+
+
 def small_synthetic_config(**overrides):
     """tests/configs/tiny_synthetic.py (a seconds-long BCE run), unlocked, with dotted-path overrides."""
     from ltjax.config import load_config
 
     c = load_config(str(REPO / "tests" / "configs" / "tiny_synthetic.py"))
     c.unlock()
-    for path, value in overrides.items():
-        node = c
-        parts = path.split(".")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = value
-    return c
+    return set_fields(c, overrides)
+
+
+def train_steps(exp, n):
+    """``n`` train steps of an Experiment from its initial state: ``(host state, [loss per step])``."""
+    import jax
+
+    state = exp.initial_state()
+    it = exp.train_iterator()
+    losses = []
+    for _ in range(n):
+        state, m = exp.train_step(state, exp.global_batch(next(it)), exp.train_rng)
+        losses.append(float(m["loss"]))
+    return jax.device_get(state), losses
 
 
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300, **popen):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import set_fields, train_steps
 from test_on_device import _png_dataset
 
 from ltjax.defaults import experiment_config
@@ -94,28 +95,13 @@ def _config(variant="net3", **over):
     c.schedule.warmup_steps = 0
     c.train.progress_bar = "off"
     c.eval.top_k = (1, 3)
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = v
-    return c
+    return set_fields(c, over)
 
 
 @pytest.fixture(scope="module")
 def pngs(tmp_path_factory):
     return _png_dataset(str(tmp_path_factory.mktemp("png")))
 
-
-def _steps(exp, n):
-    state = exp.initial_state()
-    it = exp.train_iterator()
-    losses = []
-    for _ in range(n):
-        state, m = exp.train_step(state, exp.global_batch(next(it)), exp.train_rng)
-        losses.append(float(m["loss"]))
-    return jax.device_get(state), losses
 
 
 @pytest.mark.slow  # two CSSFE steps compiled for 1 and 8 devices: ~20 s here (make test-slow)
@@ -126,8 +112,8 @@ def test_sharded_cssfe_step_equals_one_device_and_embeddings_stay_constant(pngs)
     assert emb.shape == (4, 12)
     flat = jax.tree_util.tree_leaves_with_path(one.abstract_variables["params"])
     assert not any(leaf.shape == emb.shape for _, leaf in flat)  # the embeddings are not parameters
-    s1, l1 = _steps(one, 2)
-    s8, l8 = _steps(eight, 2)
+    s1, l1 = train_steps(one, 2)
+    s8, l8 = train_steps(eight, 2)
     np.testing.assert_allclose(l1, l8, rtol=2e-5)
     chex.assert_trees_all_close(s1.params, s8.params, atol=2e-5, rtol=2e-5)
     np.testing.assert_array_equal(np.array(one.model.embeddings), emb)  # unchanged by training

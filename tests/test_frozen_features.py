@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import set_fields, train_steps
 from test_on_device import _png_dataset
 
 from ltjax.defaults import experiment_config
@@ -29,23 +30,8 @@ def _config(tmp_path, **over):
     c.schedule.warmup_steps = 0
     c.train.progress_bar = "off"
     c.eval.top_k = (1, 3)
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = v
-    return c
+    return set_fields(c, over)
 
-
-def _steps(exp, n):
-    state = exp.initial_state()
-    it = exp.train_iterator()
-    losses = []
-    for _ in range(n):
-        state, m = exp.train_step(state, exp.global_batch(next(it)), exp.train_rng)
-        losses.append(float(m["loss"]))
-    return jax.device_get(state), losses
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +49,8 @@ def test_training_on_stored_features_equals_training_with_the_backbone_frozen(tm
     assert stored.meta.input_kind == "features"
     assert stored.meta.input_shape == ((8, 8, 16) if level == "map" else (16,))  # 32 px, stride 4; 16 channels
     assert "trunk" not in jax.tree_util.keystr(jax.tree_util.tree_leaves_with_path(stored.initial_state().params)[0][0])
-    s_full, l_full = _steps(full, 4)
-    s_stored, l_stored = _steps(stored, 4)
+    s_full, l_full = train_steps(full, 4)
+    s_stored, l_stored = train_steps(stored, 4)
     np.testing.assert_allclose(l_stored, l_full, rtol=2e-5)
     assert l_full[-1] != l_full[0]  # the neck and head did train
     chex.assert_trees_all_close(s_stored.params["head"], s_full.params["head"], rtol=2e-5, atol=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import small_synthetic_config
+from helpers import set_fields, small_synthetic_config, train_steps
 from ltjax.data import Dataset, make_meta
 from ltjax.data import images as host
 from ltjax.data import on_device as od
@@ -209,23 +209,8 @@ def _image_config(**over):
     c.optimizer.lr = 0.01
     c.train.progress_bar = "off"
     c.eval.top_k = (1, 3)
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = v
-    return c
+    return set_fields(c, over)
 
-
-def _steps(exp, n):
-    state = exp.initial_state()
-    it = exp.train_iterator()
-    losses = []
-    for _ in range(n):
-        state, m = exp.train_step(state, exp.global_batch(next(it)), exp.train_rng)
-        losses.append(float(m["loss"]))
-    return jax.device_get(state), losses
 
 
 def test_image_store_and_sharded_step_equals_single_device(tmp_path):
@@ -236,8 +221,8 @@ def test_image_store_and_sharded_step_equals_single_device(tmp_path):
     np.testing.assert_array_equal(dd.train_sizes[:3], [[52, 40], [40, 52], [40, 52]])
     np.testing.assert_array_equal(np.asarray(dd.train_store[1]), host.resize(host.decode_image(ds.splits["train"].items[1]), 40))
     eight = Experiment(_image_config(**{"mesh.data": 8}), dataset=ds)
-    s1, l1 = _steps(one, 2)
-    s8, l8 = _steps(eight, 2)
+    s1, l1 = train_steps(one, 2)
+    s8, l8 = train_steps(eight, 2)
     np.testing.assert_allclose(l1, l8, rtol=2e-5)
     chex.assert_trees_all_close(s1.params, s8.params, atol=2e-5, rtol=2e-5)
 
@@ -256,10 +241,10 @@ def test_device_evaluation_equals_host_evaluation(tmp_path):
 
 def test_feature_dataset_on_device_trains_exactly_like_the_host_pipeline():
     over = {"mesh.data": 8, "model.dropout": 0.3}
-    a, la = _steps(Experiment(small_synthetic_config(**over)), 4)
+    a, la = train_steps(Experiment(small_synthetic_config(**over)), 4)
     b_exp = Experiment(small_synthetic_config(**over, **{"data.on_device": True}))
     assert b_exp.device_data.kind == "features"
-    b, lb = _steps(b_exp, 4)
+    b, lb = train_steps(b_exp, 4)
     np.testing.assert_allclose(la, lb, rtol=1e-6)
     chex.assert_trees_all_close(a.params, b.params, atol=1e-6, rtol=1e-6)
 

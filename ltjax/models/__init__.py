@@ -116,6 +116,16 @@ def load_pretrained(model_name: str, variables, pretrained, model_cfg=None) -> A
     return PRETRAINED_LOADERS[model_name](variables, pretrained)
 
 
+def load_configured_pretrained(model_cfg, variables) -> Any:
+    """Host ``variables`` with the weights ``model_cfg.pretrained`` names (unchanged when it is empty)."""
+    import os
+
+    path = model_cfg.get("pretrained", "")
+    if not path:
+        return variables
+    return load_pretrained(model_cfg.name, variables, os.path.expanduser(path), model_cfg)
+
+
 __all__ = [
     "MODELS",
     "ModelSpec",
@@ -123,6 +133,7 @@ __all__ = [
     "build_model",
     "trainable_mask",
     "load_pretrained",
+    "load_configured_pretrained",
     "Backbone",
     "Classifier",
     "LinearHead",

@@ -120,7 +120,7 @@ def single_glyph_set(fields: dict, mnist=None) -> tuple[np.ndarray, np.ndarray, 
     glyphs = tiles.scale_glyphs(images, fields["glyph"])
     out_images, kinds, rows = [], [], []
     i = 0
-    for copy in range(fields["copies"]):
+    for _ in range(fields["copies"]):
         for digit in range(10):
             for row in pools[digit]:
                 for colour in range(2):
@@ -134,7 +134,6 @@ def single_glyph_set(fields: dict, mnist=None) -> tuple[np.ndarray, np.ndarray, 
                     kinds.append(kind)
                     rows.append(int(row))
                     i += 1
-    del copy
     return np.stack(out_images), np.asarray(kinds, np.int32), np.asarray(rows, np.int64)
 
 
@@ -144,7 +143,6 @@ def single_glyph_set(fields: dict, mnist=None) -> tuple[np.ndarray, np.ndarray, 
 
 def pretrain(cfg, mnist=None, log=None) -> tuple[dict, dict]:
     """Train the trunk of glyphnet config ``cfg``: ``(trunk variables {"params", "batch_stats"}, info)``."""
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import optax
@@ -220,7 +218,6 @@ def pretrain(cfg, mnist=None, log=None) -> tuple[dict, dict]:
     }
     trunk = {"params": jax.device_get(params["backbone"]["trunk"]),
              "batch_stats": jax.device_get(batch_stats["backbone"]["trunk"])}
-    del nn
     return trunk, info
 
 

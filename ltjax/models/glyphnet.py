@@ -44,9 +44,9 @@ from ltjax.models.classifier import (
 )
 from ltjax.models.heads import make_head
 from ltjax.models.necks import NECKS, POOLS, batch_norm, make_neck
+from ltjax.models.resnet import conv_init  # torchvision's kaiming-normal (fan_out) conv init
 
 NAME = "glyphnet"
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class ConvBN(nn.Module):

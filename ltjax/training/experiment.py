@@ -6,8 +6,6 @@ state's shapes and shardings, the initial state, phase transitions, passes and p
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,14 +164,12 @@ class Experiment:
         variables = jax.jit(lambda k: init_variables(self.model, k, self.example),
                             out_shardings={"params": sh.params, "batch_stats": sh.batch_stats})(self.init_rng)
         variables = self._run_init_hook(variables)
-        path = self.config.model.get("pretrained", "")
-        if path and self.frozen is None:  # frozen features: the pretrained trunk already made the features
-            from ltjax.models import load_pretrained
+        if self.config.model.get("pretrained", "") and self.frozen is None:  # (frozen: already in the features)
+            from ltjax.models import load_configured_pretrained
 
             # resnet*: a torchvision state dict; other models use their registered loader (efficientnet_lite0
-            # also accepts the keyword "imagenet", which fetches its weights through ltjax.assets)
-            host = jax.device_get(variables)
-            loaded = load_pretrained(self.config.model.name, host, os.path.expanduser(path), self.config.model)
+            # also accepts the keyword "imagenet", glyphnet "glyphs")
+            loaded = load_configured_pretrained(self.config.model, jax.device_get(variables))
             variables = {"params": jax.device_put(loaded["params"], sh.params),
                          "batch_stats": jax.device_put(loaded["batch_stats"], sh.batch_stats)}
         params = variables["params"]

@@ -10,8 +10,8 @@ map through the neck's global pool, ``[c]``), :class:`FrozenFeatures`:
    evaluation transform) over every image of every split, once, and stores the results as float32
    ``.npy`` files with the prepared data, under ``<prepared_dir>/ltjax_frozen_features/<dataset>/<key>/``
    (``prepared_dir`` = ``data.prepared_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
-   ``key`` hashes what the features depend on: the dataset's metadata and label matrices, every split's
-   items, the evaluation transform, ``config.model``, the level and the bytes of the trunk's weights; a
+   ``key`` hashes what the features depend on: the dataset's metadata (with the prepared copy's
+   fingerprint) and label matrices, every split's items when they are read in place, the evaluation transform, ``config.model``, the level and the bytes of the trunk's weights; a
    run with the same inputs reuses the files, any change gives a new key.  Files are written under a
    temporary name and renamed;
 3. gives the run a features dataset (in-memory splits; ``data.on_device=true`` places them on the
@@ -139,7 +139,7 @@ class FrozenFeatures:
             for k in ("params", "batch_stats")
         }
         self.folder, self.info = self._ensure(config, dataset, dtype, log)
-        splits = {name: ArraySplit(np.load(self.folder / f"{name}.npy", mmap_mode=None), dataset.split(name).labels)
+        splits = {name: ArraySplit(np.load(self.folder / f"{name}.npy"), dataset.split(name).labels)
                   for name in dataset.splits}
         shape = tuple(splits["train"].inputs.shape[1:])
         meta = dataclasses.replace(
@@ -160,14 +160,11 @@ class FrozenFeatures:
     def _full_variables(config, dataset, model, init_rng):
         from ltjax.training.step import init_variables
 
+        from ltjax.models import load_configured_pretrained
+
         example = np.zeros((1, *dataset.meta.input_shape), np.float32)
         variables = jax.device_get(jax.jit(lambda k: init_variables(model, k, example))(init_rng))
-        path = config.model.get("pretrained", "")
-        if path:
-            from ltjax.models import load_pretrained
-
-            variables = load_pretrained(config.model.name, variables, os.path.expanduser(path), config.model)
-        return variables
+        return load_configured_pretrained(config.model, variables)
 
     # -- extraction and cache ----------------------------------------------------------------------------
 
@@ -182,10 +179,12 @@ class FrozenFeatures:
             "trunk": _digest(self.trunk_variables), "compute_dtype": str(config.train.compute_dtype),
         }
         h.update(json.dumps(src, sort_keys=True, default=str).encode())
+        prepared = "prepared" in dataset.meta.info  # its fingerprint (in the meta above) covers the items
         for name in sorted(dataset.splits):
             split = dataset.split(name)
             h.update(name.encode() + np.ascontiguousarray(split.labels, np.uint8).tobytes())
-            h.update(_items_digest(split).encode())
+            if not prepared:  # files read in place or in-memory splits: hash what each example holds
+                h.update(_items_digest(split).encode())
         return h.hexdigest()[:16]
 
     def _ensure(self, config, dataset, dtype, log):
