@@ -12,8 +12,11 @@ ASL (gamma- 4, gamma+ 0, clip 0.05); AdamW lr 5e-5 (1e-5 on COCO-LT), weight dec
 one-cycle (warm-up over the first 10 % of the steps, the released main.py's pct_start), 80 epochs;
 parameter EMA 0.998 used for evaluation; the checkpoint is the last one (never chosen on the test split).
 
-Not yet the paper's: the automatic augmentation (RandAugment / AutoAugment) is issue 14's next part; until
-then the training images get the DB recipe's crop, flip and photometric distortion.
+Augmentation (``ltjax/data/autoaugment.py``, host pipeline): resize to 448, the ASL code's Cutout (factor
+0.5), RandAugment (N 2, M 9), no crop, flip or photometric jitter: the training transform of the ASL / CPRFL
+code the authors' main.py runs.  The paper's text cites AutoAugment (Cubuk et al. 2019) for its
+"automatic augmentation"; the numbers it reports come from that code, so RandAugment is the default and
+``--config.data.auto_augment=autoaugment`` gives the ImageNet AutoAugment policy.
 """
 from ltjax.defaults import experiment_config
 
@@ -32,6 +35,12 @@ def cssfe_recipe(dataset: str, variant: str = "net3"):
     c.data.image_size = 448
     c.data.batch_size = 16
     c.data.eval_batch_size = 32
+    c.data.auto_augment = "randaugment"
+    c.data.randaugment_ops, c.data.randaugment_magnitude = 2, 9
+    c.data.cutout_factor = 0.5
+    c.data.crop_min_ratio = 1.0
+    c.data.flip_prob = 0.0
+    c.data.photometric = False
     c.optimizer.name = "adamw"
     c.optimizer.lr = LR[dataset]
     c.optimizer.weight_decay = 1e-4

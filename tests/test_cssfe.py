@@ -186,6 +186,8 @@ def test_recipe_configs_and_missing_voc_data_stops_at_once(tmp_path):
         ("cssfe", "net3", "resnet50", 448, 16)
     assert (c.optimizer.name, c.optimizer.lr, c.schedule.name, c.train.num_epochs, c.train.ema_decay) == \
         ("adamw", 5e-5, "one_cycle", 80, 0.998) and c.eval.use_ema
+    assert (c.data.auto_augment, c.data.randaugment_ops, c.data.randaugment_magnitude, c.data.cutout_factor,
+            c.data.crop_min_ratio, c.data.flip_prob, c.data.photometric) == ("randaugment", 2, 9, 0.5, 1.0, 0.0, False)
     assert load_config(str(REPO / "configs" / "cssfe_coco.py") + ":net1").optimizer.lr == 1e-5
     with pytest.raises(ValueError, match="arg must be one of net0, net1, net2, net3"):
         load_config(str(REPO / "configs" / "cssfe_voc.py") + ":net9")

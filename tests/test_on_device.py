@@ -287,3 +287,7 @@ def test_clear_errors(tmp_path):
     paths_only = Dataset(text_meta, ds.splits)  # strings and no transform to turn them into arrays
     with pytest.raises(ValueError, match="not numeric arrays.*data.on_device=false"):
         od.DeviceData(paths_only, _image_config().data, None)
+    auto = Dataset(ds.meta, ds.splits, host.ImageTransform(size=32, train=True, auto_augment="randaugment"),
+                   ds.eval_transform)
+    with pytest.raises(ValueError, match="host pipeline only; set data.on_device=false"):
+        od.DeviceData(auto, _image_config().data, None)

@@ -21,7 +21,9 @@ Training transform (``ImageTransform(train=True)``), in this exact order, every 
    all; when all fail (only for images more elongated than about 2.5:1) the image is not cropped.
 3. resize to ``size x size`` (aspect ratio NOT kept), PIL bilinear, on uint8.
 4. horizontal flip with probability ``flip_prob`` (0.5).
-5. photometric distortion (``photometric``), on float32 RGB in the 0-255 pixel scale, in mmdetection's
+5. automatic augmentation when asked (``auto_augment``, ``cutout_factor``; off by default): the ASL
+   code's Cutout, then RandAugment or AutoAugment on the uint8 image (:mod:`ltjax.data.autoaugment`).
+6. photometric distortion (``photometric``), on float32 RGB in the 0-255 pixel scale, in mmdetection's
    order, each part applied with probability 1/2 (a fair coin each):
 
    a. brightness: add ``delta ~ U[-32, 32]``;
@@ -36,7 +38,7 @@ Training transform (``ImageTransform(train=True)``), in this exact order, every 
    The image is clipped to ``[0, 255]`` after every part (brightness, contrast, the HSV round trip),
    so each step sees a valid image; values are kept in float32 (no rounding in between).  HSV follows
    OpenCV's float convention: H in degrees [0, 360), S = (V - min) / V in [0, 1], V = max(R, G, B).
-6. normalise ``(x - mean) / std`` with the ImageNet RGB statistics (pixel scale 0-255) -> float32.
+7. normalise ``(x - mean) / std`` with the ImageNet RGB statistics (pixel scale 0-255) -> float32.
 
 Evaluation transform (``train=False``, or ``augment=False`` in the config): decode -> resize ->
 normalise; deterministic.
@@ -71,6 +73,8 @@ import os
 import ml_collections
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ltjax.data import autoaugment
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, pixel scale 0-255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -312,6 +316,13 @@ def image_defaults() -> ml_collections.ConfigDict:
     # The DB-loss code's photometric distortion also permutes the colour channels with probability
     # 1/2; REFERENCE section 2 does not list it, so it is off by default (True = the code's recipe).
     c.channel_swap = False
+    # Automatic augmentation (ltjax/data/autoaugment.py), after the flip, before the photometric part:
+    # "" (off), "randaugment" (N = randaugment_ops, M = randaugment_magnitude of 31 levels) or
+    # "autoaugment" (the ImageNet policy); cutout_factor > 0 adds the ASL code's Cutout before it.
+    c.auto_augment = ""
+    c.randaugment_ops = 2
+    c.randaugment_magnitude = 9
+    c.cutout_factor = 0.0
     return c
 
 
@@ -346,6 +357,10 @@ class ImageTransform:
     std: tuple[float, float, float] = IMAGENET_STD
     cache: bool = False
     channel_swap: bool = False  # mmdetection v1's random channel permutation (photometric part f; needs photometric)
+    auto_augment: str = ""  # "" | "randaugment" | "autoaugment" (ltjax/data/autoaugment.py)
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+    cutout_factor: float = 0.0  # the ASL code's Cutout (0 = off)
 
     def __post_init__(self):
         size = self.size
@@ -364,6 +379,8 @@ class ImageTransform:
             raise ValueError(f"mean and std need one value per RGB channel, got mean={self.mean} std={self.std}")
         if min(std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
+        autoaugment.check_fields(self.auto_augment, self.randaugment_ops, self.randaugment_magnitude,
+                                 self.cutout_factor)
         object.__setattr__(self, "size", int(size))
         object.__setattr__(self, "flip_prob", float(self.flip_prob))
         object.__setattr__(self, "crop_min_ratio", float(self.crop_min_ratio))
@@ -392,7 +409,16 @@ class ImageTransform:
             crop_min_ratio=field("crop_min_ratio"),
             cache=bool(field("cache_images")),
             channel_swap=bool(field("channel_swap", False)),
+            auto_augment=str(field("auto_augment")),
+            randaugment_ops=int(field("randaugment_ops")),
+            randaugment_magnitude=int(field("randaugment_magnitude")),
+            cutout_factor=float(field("cutout_factor")),
         )
+
+    @property
+    def automatic(self) -> bool:
+        """Whether training images get Cutout or an automatic augmentation policy."""
+        return self.train and (bool(self.auto_augment) or self.cutout_factor > 0)
 
     # -- cache -----------------------------------------------------------------------------
 
@@ -457,6 +483,9 @@ class ImageTransform:
         img = resize(img, self.size)
         if self.flip_prob > 0 and rng.random() < self.flip_prob:
             img = img[:, ::-1]
+        if self.automatic:
+            img = autoaugment.augment(img, rng, self.auto_augment, num_ops=self.randaugment_ops,
+                                      level=self.randaugment_magnitude, cutout_factor=self.cutout_factor)
         if self.photometric:
             img = photometric_distort(img, rng, channel_swap=self.channel_swap)
         return normalize(img, self.mean, self.std)

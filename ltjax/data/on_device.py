@@ -46,7 +46,8 @@ of augmented images, not the same images.
 
 Memory: the stores must fit in every device's memory; :func:`check_budget` refuses stores larger than
 ``data.device_max_gb`` with a message that names the sizes and the fix.  A dataset whose host transform
-is random and not the image recipe cannot be kept on the devices (a clear error says so).
+is random and not the image recipe cannot be kept on the devices (a clear error says so), nor can one
+whose training images get the automatic augmentation of :mod:`ltjax.data.autoaugment` (host only).
 """
 from __future__ import annotations
 
@@ -412,6 +413,13 @@ class DeviceData:
                 raise ValueError(
                     f"data.on_device needs the image transform of ltjax.data.images for {dataset.meta.name}; "
                     "this dataset brings its own: set data.on_device=false"
+                )
+            if t.automatic:
+                raise ValueError(
+                    f"data.auto_augment={t.auto_augment!r} / data.cutout_factor={t.cutout_factor:g}: the automatic "
+                    "augmentation (ltjax/data/autoaugment.py) runs in the host pipeline only; set "
+                    "data.on_device=false, or data.auto_augment='' and data.cutout_factor=0 for the DB recipe's "
+                    "augmentation on the devices"
                 )
             self.spec = AugmentSpec.from_transform(t)
             if not dataset.meta.hflip_preserves_labels:  # flips would change this dataset's labels
