@@ -9,6 +9,10 @@ Sections (``--sections``, default all):
   (``configs/voc_lt.py:db_focal``: first stage frozen, backbone BN in eval mode, SGD momentum 0.9,
   wd 1e-4, clip 35), per batch size in ``--batch-sizes`` and compute dtype in ``--dtypes``.
 * ``hmt``   the same with HMT-Net's group heads, group Gaussian noise and fused loss (``configs/hmt_voc.py``).
+* ``cssfe`` CSSFE's train step (``configs/cssfe_voc.py``: the same ResNet-50, at ``--image-size`` and the
+  ``step`` section's batch sizes and dtypes, so the two tables sit side by side; CSSFE's own recipe
+  otherwise: nothing frozen, BN training, AdamW, ASL; label embeddings of all-MiniLM-L6-v2).  ltjax only:
+  there is no PyTorch mirror of CSSFE here.
 * ``mlp``   the feature-level MLP + BCE of ``configs/synthetic_lt.py:bce,large`` (256 features,
   1024-1024 hidden, batch 1024, AdamW) at C = ``--mlp-classes`` (20 80 1000).
 * ``eval``  mAP / group mAP of ltjax.metrics over 5,000 x 80 and 100,000 x 1,000 score matrices,
@@ -60,7 +64,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402  (does not import jax)
 
-SECTIONS = ("step", "hmt", "mlp", "eval", "scaling")
+SECTIONS = ("step", "hmt", "cssfe", "mlp", "eval", "scaling")
 FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
 
 
@@ -545,19 +549,20 @@ class Bench:
     def train_section(self, section: str):
         a = self.args
         cases = []  # (label, kind, config builder, dataset+batch builder, in_dim)
-        if section in ("step", "hmt"):
-            spec = "voc_lt.py:db_focal" if section == "step" else "hmt_voc.py:rs"
-            kind = "db" if section == "step" else "hmt"
+        if section in ("step", "hmt", "cssfe"):
+            spec = {"step": "voc_lt.py:db_focal", "hmt": "hmt_voc.py:rs", "cssfe": "cssfe_voc.py"}[section]
+            kind = {"step": "db", "hmt": "hmt", "cssfe": "cssfe"}[section]
             size = a.image_size
-            title = (
-                f"ResNet-50 {size}x{size} + PFC neck + "
-                + ("linear head + DB-focal" if section == "step" else "HMT-Net group heads + noise + fused BCE")
-                + f" (configs/{spec}; VOC-LT metadata, 20 classes)"
-            )
-            for batch in a.batch_sizes if section == "step" else (a.hmt_batch_sizes or a.batch_sizes):
+            title = f"ResNet-50 {size}x{size} + " + {
+                "step": "PFC neck + linear head + DB-focal",
+                "hmt": "PFC neck + HMT-Net group heads + noise + fused BCE",
+                "cssfe": "CSSFE (CAM head, label-embedding attention, Transformer block, ASL; AdamW; ltjax only)",
+            }[section] + f" (configs/{spec}; VOC-LT metadata, 20 classes)"
+            for batch in a.batch_sizes if section != "hmt" else (a.hmt_batch_sizes or a.batch_sizes):
                 for dtype in a.dtypes:
                     def make(batch=batch, dtype=dtype):
                         cfg = self._image_config(spec, dtype, batch)
+                        cfg.data.image_size = size
                         ds, pool = bc.voc_lt_dataset(cfg, size)
                         return cfg, ds, bc.image_batch(pool, batch, size, seed=batch), None
                     cases.append((f"{batch}", batch, dtype, kind, make))
@@ -591,7 +596,7 @@ class Bench:
         checked = False
         for label, batch, dtype, kind, make in cases:
             built = self.guarded(lambda make=make: {"built": make()})
-            if not checked and "error" not in built and not isinstance(torch_lib(), str) and any(
+            if not checked and kind != "cssfe" and "error" not in built and not isinstance(torch_lib(), str) and any(
                 f.startswith("torch") for f in a.frameworks
             ):
                 checked = True
@@ -603,6 +608,8 @@ class Bench:
             group = []
             for fw in a.frameworks:
                 if fw == "torch_compile" and not self._compile_wanted(section, batch, dtype):
+                    continue
+                if fw != "jax" and kind == "cssfe":  # no PyTorch mirror of CSSFE
                     continue
                 base = {"section": section, "case": label, "batch": batch, "dtype": dtype, "framework": fw}
                 if "error" in built:
@@ -964,7 +971,7 @@ def main(argv=None):
     bench.header()
     for section in args.sections:
         t = time.perf_counter()
-        if section in ("step", "hmt", "mlp"):
+        if section in ("step", "hmt", "cssfe", "mlp"):
             bench.train_section(section)
         elif section == "eval":
             bench.eval_section()
