@@ -6,8 +6,9 @@ arg: the ablation variant (default "net3", the full CSSFE; "net0".."net2" for th
 
 Recipe: ResNet-50 at 448 px (a 14 x 14 x 2048 map; ``--config.model.pretrained=/path/resnet50-0676ba61.pth``
 for the ImageNet weights, the paper's start), nothing frozen; label embeddings of "a photo of a {}." from
-all-MiniLM-L6-v2 (the paper's CLIP RN50 text tower is not readable here without torch: give its
-embeddings as ``--config.method.encoder=file --config.method.embeddings_file=clip.npy``), MLP projection;
+all-MiniLM-L6-v2 by default (offline; the paper's CLIP RN50 text tower from your copy of its weights:
+``--config.method.encoder=clip --config.method.clip_weights=open_clip_model.safetensors
+--config.method.clip_tokenizer=tokenizer.json``, see ``ltjax/models/clip_text.py``), MLP projection;
 ASL (gamma- 4, gamma+ 0, clip 0.05); AdamW lr 5e-5 (1e-5 on COCO-LT), weight decay 1e-4, batch 16,
 one-cycle (warm-up over the first 10 % of the steps, the released main.py's pct_start), 80 epochs;
 parameter EMA 0.998 used for evaluation; the checkpoint is the last one (never chosen on the test split).

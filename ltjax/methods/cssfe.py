@@ -1,17 +1,16 @@
 """CSSFE (seed 002): class activation maps refined by label-embedding attention flowing head -> medium -> tail.
 
-Status: the model, its ablation variants, the label embeddings and the method registration (issue 14,
-first part); the paper's recipe configs (AutoAugment, 448 px), the offline table and the bench row come next.
-
 Model (``../shared/REFERENCE.md`` section 4, paper eqs. in its Method section), for a backbone feature map
 F [B, H, W, D] of any registered image backbone (the trunk of ``config.model``; the spatial size follows the
 input, nothing is hard-coded):
 
 * CAM head: a 1 x 1 convolution D -> C: one class activation map per class, CAM [B, H, W, C].
 * label embeddings: one prompt per class (``method.template``, default "a photo of a {}.") through a frozen
-  text encoder (``method.encoder``: "minilm", all-MiniLM-L6-v2 offline; "file", a ``.npy`` [C, E] of
-  embeddings the user computed with any encoder, e.g. CLIP's text tower; "random", seeded unit vectors, the
-  no-language ablation).  They are computed ONCE when the model is built and held as constants of the
+  text encoder (``method.encoder``: "minilm", all-MiniLM-L6-v2 offline, the default; "clip", the paper's
+  choice: a CLIP text tower read from the user's weights file ``method.clip_weights`` and ``tokenizer.json``
+  ``method.clip_tokenizer`` without torch (:mod:`ltjax.models.clip_text`; CLIP RN50's gives the released
+  code's 1024-d features); "file", a ``.npy`` [C, E] of embeddings the user computed with any encoder;
+  "random", seeded unit vectors, the no-language ablation).  They are computed ONCE when the model is built and held as constants of the
   module (never parameters, never trained), then pass through a trainable projection to D:
   ``method.projection`` "linear" (the paper's text) or "mlp" (the released code: E -> ``mlp_width`` -> D,
   GELU, dropout 0.1).
@@ -47,7 +46,7 @@ from ltjax.models.classifier import Backbone
 VARIANTS = ("net0", "net1", "net2", "net3")
 MASK_MODES = ("neg_inf", "multiply")
 PROJECTIONS = ("linear", "mlp")
-ENCODERS = ("minilm", "file", "random")
+ENCODERS = ("minilm", "clip", "file", "random")
 
 
 def flow_mask(group_of: np.ndarray) -> np.ndarray:
@@ -176,6 +175,14 @@ def label_embeddings(method_cfg, class_names) -> np.ndarray:
         from ltjax.models.minilm import encode_sentences
 
         return np.asarray(encode_sentences(texts), np.float32)
+    if encoder == "clip":
+        from ltjax.models.clip_text import encode
+
+        if not str(method_cfg.clip_weights) or not str(method_cfg.clip_tokenizer):
+            raise ValueError("method.encoder='clip' needs method.clip_weights (a CLIP .safetensors / .pt state dict, "
+                             "open_clip or Hugging Face layout) and method.clip_tokenizer (its tokenizer.json)")
+        return encode(texts, str(method_cfg.clip_weights), str(method_cfg.clip_tokenizer),
+                      heads=int(method_cfg.clip_heads), act=str(method_cfg.clip_act))
     if encoder == "file":
         path = str(method_cfg.embeddings_file)
         try:
@@ -213,9 +220,13 @@ def _defaults():
     c.mlp_dim = 2048
     c.dropout = 0.1
     c.residual = True  # False: the released code's block without residual connections
-    c.encoder = "minilm"  # "minilm" | "file" (method.embeddings_file, [C, E] .npy) | "random"
+    c.encoder = "minilm"  # "minilm" | "clip" (clip_weights + clip_tokenizer) | "file" (embeddings_file, [C, E] .npy) | "random"
     c.template = "a photo of a {}."
     c.embeddings_file = ""
+    c.clip_weights = ""  # encoder "clip": the CLIP weights file (ltjax/models/clip_text.py)
+    c.clip_tokenizer = ""  # encoder "clip": its tokenizer.json
+    c.clip_heads = 0  # 0: width / 64, CLIP's rule
+    c.clip_act = "quick_gelu"  # "quick_gelu" (OpenAI's towers) | "gelu"
     c.random_dim = 384
     # ASL (gamma- 4, gamma+ 0, clip 0.05), the paper's loss
     c.gamma_pos, c.gamma_neg, c.clip, c.eps, c.focal_grad = 0.0, 4.0, 0.05, 1e-8, True
