@@ -1,5 +1,9 @@
 """CSSFE (ltjax/methods/cssfe.py): the flow mask, the refined CAMs and class features against numpy, the
-one-way flow, frozen label embeddings, and a sharded step through the training core."""
+one-way flow, frozen label embeddings, a sharded step through the training core, the EMA weights in
+evaluation, an exact resume, and a few steps on every built-in image dataset."""
+import json
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,7 +11,9 @@ import numpy as np
 import pytest
 
 from helpers import set_fields, train_steps
+from test_custom import _image_bytes
 from test_on_device import _png_dataset
+from test_tiles import cache, mnist  # noqa: F401  (fixtures for the tiles_voc_lt case below)
 
 from ltjax.defaults import experiment_config
 from ltjax.methods import cssfe
@@ -79,8 +85,8 @@ def test_head_maps_do_not_depend_on_medium_or_tail_classes():
     assert not np.allclose(m[..., :2], np.asarray(cssfe.refine_cams(cam, logits, mask, gate, "multiply"))[..., :2])
 
 
-def _config(variant="net3", **over):
-    c = experiment_config("custom", "glyphnet", "cssfe")
+def _config(variant="net3", dataset="custom", **over):
+    c = experiment_config(dataset, "glyphnet", "cssfe")
     c.model.widths, c.model.convs = (8, 8, 16), 1
     c.model.frozen_stages, c.model.norm_eval = -1, False
     c.method.variant = variant
@@ -194,3 +200,246 @@ def test_recipe_configs_and_missing_voc_data_stops_at_once(tmp_path):
     r = run_module("ltjax.train", "--config", "configs/cssfe_voc.py", "--workdir", str(tmp_path / "run"),
                    f"--config.data.root={tmp_path / 'nowhere'}", timeout=120)
     assert r.returncode != 0 and "VOCdevkit" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+# ---- EMA weights in evaluation ---------------------------------------------------------------------
+
+
+def test_ema_weights_are_the_ones_evaluated(pngs, tmp_path, monkeypatch):
+    """loop.evaluate_and_report (what the training loop runs at the end) scores the test split with the EMA
+    parameters when eval.use_ema is set and with the raw ones when not; the scores it computes are compared
+    with a forward pass of the model, with inputs from the dataset's own eval transform (not the feed)."""
+    from ltjax import metrics
+    from ltjax.training import loop
+    from ltjax.training.step import TrainState
+
+    exp = Experiment(_config(**{"mesh.data": 1, "train.ema_decay": 0.5}), dataset=pngs)
+    # a train state as training leaves it, with EMA weights that differ from the raw ones.  Both are drawn
+    # here from the model's parameter shapes: compiling the CSSFE init and train step would take most of
+    # this test's time on a CPU (test_phases checks the EMA update itself).
+    rng = np.random.default_rng(0)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path[-1:])
+        if "scale" in name or "var" in name:
+            return np.ones(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 100
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+
+    v = exp.abstract_variables
+    raw = jax.tree_util.tree_map_with_path(draw, v["params"])
+    ema = jax.tree.map(lambda p: (p + 0.1 * rng.standard_normal(p.shape)).astype(p.dtype), raw)
+    batch_stats = jax.tree_util.tree_map_with_path(draw, v["batch_stats"])
+    state = TrainState(step=np.int32(0), params=raw, batch_stats=batch_stats, opt_state={}, method_state={}, ema=ema)
+    leaves = zip(jax.tree.leaves(raw), jax.tree.leaves(ema))
+    assert jax.tree.structure(raw) == jax.tree.structure(ema) and not all(np.allclose(a, b) for a, b in leaves)
+
+    split = pngs.split("test")
+    x = np.stack([pngs.eval_transform(split[i])["inputs"] for i in range(len(split))])
+    forward = jax.jit(lambda p, x: jax.nn.sigmoid(exp.model.apply(
+        {"params": p, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}, x, train=False)["logits"]))
+    want = {"ema": np.asarray(forward(ema, x)), "raw": np.asarray(forward(raw, x))}
+    assert want["ema"].shape == (len(split), 4)
+    assert np.abs(want["ema"] - want["raw"]).max() > 1e-3  # the two weights score the split differently
+
+    seen = []
+    real = metrics.evaluate
+
+    def recording(scores, *args, **kwargs):  # the scores each evaluation computed, in call order
+        seen.append(np.asarray(scores))
+        return real(scores, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "evaluate", recording)
+    for use_ema in (True, False):
+        exp.config.eval.use_ema = use_ema
+        seen.clear()
+        workdir = tmp_path / f"use_ema_{use_ema}"
+        result = loop.evaluate_and_report(exp, state, str(workdir), 0)
+        chosen, other = ("ema", "raw") if use_ema else ("raw", "ema")
+        assert result["weights"] == chosen and other in result
+        assert len(seen) == 2  # the selected weights (top level of eval.json), then the other ones
+        np.testing.assert_allclose(seen[0], want[chosen], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(seen[1], want[other], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(seen[0], want[other], rtol=1e-5, atol=1e-6)
+        saved = json.loads((workdir / "eval.json").read_text())
+        assert saved["weights"] == chosen and saved["mAP"] == result["mAP"]
+        assert saved[other]["mAP"] == result[other]["mAP"]
+
+
+# ---- resume ----------------------------------------------------------------------------------------
+
+
+def _train_records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    return [{k: v for k, v in r.items() if k != "examples_per_s"} for r in recs if r["kind"] == "train"]
+
+
+@pytest.mark.slow  # three CSSFE runs through the loop (one step compile, the others hit the cache): ~20-25 s here
+def test_cssfe_resume_is_exact(pngs, tmp_path, monkeypatch):
+    """A CSSFE run (dropout 0.3, host augmentation, EMA) interrupted before step 5 and resumed in a fresh
+    Experiment from its checkpoint at step 4 ends with the same parameters, optimiser state, EMA, losses
+    and evaluation, bit for bit, as a run that was not interrupted (the pattern of
+    test_on_device.test_on_device_run_resumes_exactly)."""
+    from ltjax.training import loop
+
+    config = _config(**{"mesh.data": 1, "method.dropout": 0.3, "data.augment": True, "train.ema_decay": 0.5,
+                        "train.num_epochs": 2, "train.steps_per_epoch": 3, "train.checkpoint_every": 2,
+                        "train.log_every": 1})
+    full_dir, part_dir = str(tmp_path / "full"), str(tmp_path / "part")
+    full = loop.train_and_evaluate(config, full_dir, dataset=pngs)
+
+    real, calls = loop.Experiment.global_batch, []
+
+    def dies_at_step_5(self, host_batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("killed")
+        return real(self, host_batch)
+
+    monkeypatch.setattr(loop.Experiment, "global_batch", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_and_evaluate(config, part_dir, dataset=pngs)
+    assert not os.path.exists(os.path.join(part_dir, "eval.json"))
+    calls.clear()
+    resumed = loop.train_and_evaluate(config, part_dir, dataset=pngs)  # a fresh Experiment, from step 4
+    assert len(calls) == 2  # steps 5 and 6 only: the run went on from the checkpoint, it did not start over
+
+    assert full["step"] == resumed["step"] == 6 and full["weights"] == "ema"
+    assert json.dumps(full, sort_keys=True) == json.dumps(resumed, sort_keys=True)  # every metric, both weights
+    recs = _train_records(full_dir)
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6] and all(np.isfinite(r["loss"]) for r in recs)
+    assert _train_records(part_dir) == recs
+
+    exp = Experiment(config, dataset=pngs)
+    a, step_a = exp.restore(full_dir)
+    b, step_b = exp.restore(part_dir)
+    assert step_a == step_b == 6
+    for field in ("params", "opt_state", "ema", "batch_stats"):
+        chex.assert_trees_all_equal(getattr(a, field), getattr(b, field))
+    # dropout is on in the trained model: its outputs depend on the dropout key, so the key path mattered
+    assert exp.model.dropout == 0.3
+    x = jnp.asarray(np.stack([pngs.eval_transform(pngs.split("test")[i])["inputs"] for i in range(2)]))
+    v = {"params": a.params, **({"batch_stats": a.batch_stats} if a.batch_stats else {})}
+    train_logits = jax.jit(lambda v, x, k: exp.model.apply(v, x, train=True, rngs={"dropout": k},
+                                                           mutable=["batch_stats"])[0]["logits"])
+    assert not np.allclose(train_logits(v, x, jax.random.key(0)), train_logits(v, x, jax.random.key(1)))
+
+
+# ---- every built-in image dataset ------------------------------------------------------------------
+
+
+def _published_split(meta):  # tests/data/*_lt_meta.json "class_split" -> head / medium / tail
+    return {"head": meta["class_split"]["head"], "medium": meta["class_split"]["middle"],
+            "tail": meta["class_split"]["tail"]}
+
+
+def _voc_lt(tmp_path, request):
+    from test_voc_coco import data_config, make_voc
+
+    root = make_voc(tmp_path / "VOCdevkit", _image_bytes("JPEG"))
+    return data_config("voc_lt", root), 20, _published_split(request.getfixturevalue("voc_lt_meta"))
+
+
+def _coco_lt(tmp_path, request):
+    from test_voc_coco import data_config, make_coco
+
+    meta = request.getfixturevalue("coco_lt_meta")
+    root = make_coco(tmp_path / "coco", _image_bytes("JPEG"), meta["classes"])
+    return data_config("coco_lt", root), 80, _published_split(meta)
+
+
+def _chestxray14(tmp_path, request):
+    from test_medical import data_config, make_nih
+
+    c = data_config("chestxray14", make_nih(tmp_path / "chestxray14"))
+    c.groups.mode = "quantile"
+    return c, 14, None
+
+
+def _odir5k(tmp_path, request):
+    from test_medical import data_config, make_odir
+
+    c = data_config("odir5k", make_odir(tmp_path / "odir5k", fmt="csv"))
+    c.groups.mode = "quantile"
+    return c, 8, None
+
+
+def _custom(tmp_path, request):
+    # the rows of test_custom.test_train_and_evaluate_through_the_cli: with head_min 10 and tail_max 5 the
+    # classes bird, cat, dog, eel, fish fall in tail, head, medium, tail, tail
+    from test_custom import E2E_TEST, E2E_TRAIN, cfg, write_images
+
+    data = tmp_path / "custom"
+    lines = ["path,labels,split"]
+    for split, rows in (("train", E2E_TRAIN), ("test", E2E_TEST)):
+        for i, labels in enumerate(rows):
+            name = f"{split}/{i}.{'png' if i % 2 else 'jpg'}"
+            write_images(data, [name], _image_bytes("JPEG", i), _image_bytes("PNG", 100 + i))
+            lines.append(f"{name},{labels},{split}")
+    (data / "manifest.csv").write_text("\n".join(lines) + "\n")
+    c = cfg(data / "manifest.csv", split_column="split")
+    c.groups.head_min, c.groups.tail_max = 10, 5
+    return c, 5, {"head": [1], "medium": [2], "tail": [0, 3, 4]}
+
+
+def _tiles_voc_lt(tmp_path, request):
+    from test_tiles import data_config
+
+    request.getfixturevalue("cache")  # a temporary LTJAX_CACHE_DIR holding MNIST (test_tiles)
+    # VOC-LT's label sets: the published VOC-LT groups (test_tiles.test_counts_and_groups_equal_voc_lt)
+    return data_config(), 20, _published_split(request.getfixturevalue("voc_lt_meta"))
+
+
+_IMAGE_DATASET_BUILDERS = {"voc_lt": _voc_lt, "coco_lt": _coco_lt, "chestxray14": _chestxray14,
+                           "odir5k": _odir5k, "custom": _custom, "tiles_voc_lt": _tiles_voc_lt}
+
+
+def _registered_image_datasets():
+    """The registered datasets with image fields in their config (each is checked to build as an image dataset)."""
+    from ltjax.data import DATASETS, dataset_defaults
+
+    return [n for n in DATASETS.names() if "image_size" in dataset_defaults(n)]
+
+
+@pytest.mark.slow  # one CSSFE train step compiled per class count: ~15 s per dataset here, ~80 s for all six
+@pytest.mark.parametrize("name", _registered_image_datasets())
+def test_cssfe_runs_on_every_builtin_image_dataset(name, tmp_path, request):
+    """CSSFE (tiny glyphnet, random label embeddings) on a small copy of each registered image dataset made
+    from the fixture trees of its own tests: two finite training steps, and the model has the dataset's
+    classes and the flow mask of its head / medium / tail groups."""
+    assert set(_IMAGE_DATASET_BUILDERS) <= set(_registered_image_datasets())  # (the derivation finds them all)
+    if name not in _IMAGE_DATASET_BUILDERS:
+        pytest.fail(f"image dataset {name!r} has no fixture builder in tests/test_cssfe.py; add one")
+    data, num_classes, groups_want = _IMAGE_DATASET_BUILDERS[name](tmp_path, request)
+    c = _config(dataset=name, **{"mesh.data": 1})
+    for field in ("image_size", "augment", "batch_size", "eval_batch_size"):
+        data[field] = c.data[field]
+    c.data = data
+    exp = Experiment(c)
+    meta = exp.meta
+    assert meta.name == name
+    assert meta.input_kind == "image" and meta.input_shape == (32, 32, 3) and meta.num_classes == num_classes
+
+    g = meta.groups
+    head, medium, tail = (np.asarray(g[k], np.int64) for k in ("head", "medium", "tail"))
+    if groups_want is not None:
+        assert [head.tolist(), medium.tolist(), tail.tolist()] == [sorted(groups_want[k]) for k in
+                                                                   ("head", "medium", "tail")]
+    want = np.ones((num_classes, num_classes), np.float32)  # a head class reads head classes only, ...
+    want[np.ix_(head, np.concatenate([medium, tail]))] = 0
+    want[np.ix_(medium, tail)] = 0  # ... a medium class head and medium ones, a tail class all
+    assert (want == 0).any()  # the groups give the mask something to block
+    np.testing.assert_array_equal(cssfe.flow_mask(g.assignment()), want)
+    np.testing.assert_array_equal(np.asarray(exp.model.mask), want)
+
+    assert np.asarray(exp.model.embeddings).shape == (num_classes, 12)
+    params = exp.abstract_variables["params"]
+    assert params["cam"]["kernel"].shape[-1] == num_classes and params["gate"]["kernel"].shape[-1] == 8 * 8
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    out = jax.eval_shape(lambda v, x: exp.model.apply(v, x, train=False), exp.abstract_variables, x)
+    assert out["logits"].shape == (2, num_classes) and out["cams"].shape == (2, 8, 8, num_classes)
+
+    state, losses = train_steps(exp, 2)
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    assert all(np.isfinite(p).all() for p in jax.tree.leaves(state.params))

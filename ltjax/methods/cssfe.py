@@ -247,6 +247,11 @@ def build_cssfe(config, meta, dtype) -> CSSFENet:
     if meta.input_kind != "image" and not (meta.input_kind == "features" and len(meta.input_shape) == 3):
         raise ValueError(f"CSSFE needs images (or data.frozen_features='map'); {meta.name} is a {meta.input_kind} "
                          f"dataset with inputs {tuple(meta.input_shape)}")
+    from ltjax.data.groups import GROUP_NAMES
+
+    if tuple(meta.groups.names) != GROUP_NAMES:  # flow_mask reads group 0 as head, 1 medium, 2 tail
+        raise ValueError(f"CSSFE's flow mask needs the groups {', '.join(GROUP_NAMES)} in that order; {meta.name} has "
+                         f"{', '.join(meta.groups.names)}")
     base = models.build_model(config.model, meta.num_classes, meta.input_shape, dtype, vocab_size=meta.vocab_size)
     trunk = getattr(getattr(base, "backbone", None), "trunk", None)
     if trunk is None:
