@@ -39,6 +39,10 @@ The benchmark recipe (glyphnet), and why:
 * class-aware sampling (``hmt``'s default setting): a class-aware epoch is as long as a uniform one
   (``class_aware_epoch_divisor`` 14: 775 * 20 / 14 = 1,107 draws, about N = 1,142), so every method sees
   about the same number of images;
+* CSSFE (``:cssfe``; ``--config.method.variant=net0..net3`` for its ablation, ``scripts/ablate_cssfe.py``)
+  trains under this same recipe, on glyphnet's 10 x 10 x 128 map, with its ASL counted as a summed loss
+  (lr / 640, clip x 640), not under its paper's AdamW / one-cycle / EMA (``configs/cssfe_voc.py``): one
+  protocol for every row of the benchmark (docs/RESULTS.md compares the two optimisers for CSSFE);
 * the DB methods' VOC hyper-parameters; HMT-Net as in ``configs/hmt_voc.py`` (lambda 2, class-aware);
   the VOC-LT group thresholds (head n_c >= 100, tail n_c < 20: 6/6/8 classes).
 

@@ -35,3 +35,31 @@ def test_bench_images_runs_host_and_device_rows(tmp_path):
     assert any(w.startswith("train stream (DB") for w in whats)
     assert any(w.startswith("train stream, all epochs") for w in whats)
     assert any(w.startswith("on_device augmentation") for w in whats)
+
+
+def test_ablate_cssfe_plans_variant_switch_and_baseline_rows():
+    import importlib
+    import sys as _sys
+
+    import pytest
+
+    _sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        ablate = importlib.import_module("ablate_cssfe")
+    finally:
+        _sys.path.remove(str(REPO / "scripts"))
+    rows = ablate.plan_rows("configs/tiles_voc_lt.py:cssfe", ["net0", "net3"], ["mask_mode=multiply"],
+                            ["configs/tiles_voc_lt.py:bce"])
+    assert rows == [
+        ("cssfe_net0", "configs/tiles_voc_lt.py:cssfe", ["--config.method.variant=net0"]),
+        ("cssfe_net3", "configs/tiles_voc_lt.py:cssfe", ["--config.method.variant=net3"]),
+        ("cssfe_net3_mask_mode=multiply", "configs/tiles_voc_lt.py:cssfe",
+         ["--config.method.variant=net3", "--config.method.mask_mode=multiply"]),
+        ("tiles_voc_lt_bce", "configs/tiles_voc_lt.py:bce", []),
+    ]
+    with pytest.raises(SystemExit, match="not one of net0"):
+        ablate.plan_rows("c.py", ["net4"], [], [])
+    with pytest.raises(SystemExit, match="not FIELD=VALUE"):
+        ablate.plan_rows("c.py", [], ["mask_mode"], [])
+    with pytest.raises(SystemExit, match="share a name"):
+        ablate.plan_rows("c.py", ["net0", "net0"], [], [])
