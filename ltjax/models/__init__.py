@@ -1,8 +1,9 @@
 """The model registry: ``MODELS`` maps a config name to a ``ModelSpec``.
 
 Registered: 'mlp' (feature vectors), 'resnet18' / 'resnet50' (torchvision layout, ImageNet weights from
-.pth/.safetensors), 'efficientnet_lite0' (ImageNet weights fetched offline), 'glyphnet' (small objects,
-pretrained by ltjax on single glyphs), 'text_pool' / 'text_bilstm'
+.pth/.safetensors), 'densenet121' (torchvision layout and weights, CheXNet's backbone),
+'efficientnet_lite0' (ImageNet weights fetched offline), 'glyphnet' (small objects, pretrained by ltjax
+on single glyphs), 'text_pool' / 'text_bilstm'
 (token ids; optional GloVe 50d initialisation) and 'minilm' (frozen all-MiniLM-L6-v2 text encoder).
 
 Every registered model is a Flax Linen module with
@@ -19,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from ltjax.models import glyphnet, mlp, resnet
+from ltjax.models import densenet, glyphnet, mlp, resnet
 from ltjax.models import efficientnet  # 'efficientnet_lite0' (registers its weights and photo assets)
 from ltjax.models import text  # 'text_pool', 'text_bilstm'
 from ltjax.models import minilm  # 'minilm' (all-MiniLM-L6-v2 encoder; registers its weight assets)
@@ -62,6 +63,8 @@ MODELS.add("resnet18", ModelSpec(resnet.defaults18, resnet.build18, resnet.train
 MODELS.add("resnet50", ModelSpec(resnet.defaults50, resnet.build50, resnet.trainable_mask50))
 MODELS.add("glyphnet", ModelSpec(glyphnet.defaults, glyphnet.build, glyphnet.trainable_mask,
                                  load_pretrained=glyphnet.load_pretrained_trunk))
+MODELS.add("densenet121", ModelSpec(densenet.defaults, densenet.build, densenet.trainable_mask,
+                                    load_pretrained=densenet.load_pretrained))
 MODELS.add("efficientnet_lite0", ModelSpec(efficientnet.defaults, efficientnet.build, efficientnet.trainable_mask))
 MODELS.add("text_pool", ModelSpec(text.pool_defaults, text.build_pool, text.pool_trainable_mask, text.pool_init_hook))
 MODELS.add(
