@@ -73,6 +73,15 @@ def _check_same_run(config, workdir: str) -> None:
     old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     diff = [k for k in diff if not k.startswith(RESUMABLE_PREFIXES)]
+    added = [k for k in diff if k not in old]
+    if added:  # fields a later ltjax added: the saved run computed what their defaults compute
+        from ltjax.defaults import experiment_config
+
+        try:
+            defaults = _flatten(experiment_config(config.data.name, config.model.name, config.method.name).to_dict())
+        except Exception:  # noqa: BLE001 - no defaults to compare with: every added field counts as a change
+            defaults = {}
+        diff = [k for k in diff if not (k in added and k in defaults and defaults[k] == new[k])]
     if not diff:
         return
     raise ConfigError(

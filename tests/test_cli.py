@@ -147,3 +147,13 @@ def test_resuming_a_workdir_with_another_config_is_refused_but_run_settings_may_
     assert r.returncode == 0, r.stderr
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["mesh"]["data"] == 4
+    # a run saved before a field existed (a later ltjax added it) resumes when the field keeps its default,
+    # what the older code computed, and is refused when the user sets another value
+    del saved["optimizer"]["nesterov"]
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(saved, f)
+    r = run_module("ltjax.train", "--config", f"{TINY}:1", "--workdir", workdir, "--config.optimizer.nesterov=true")
+    assert r.returncode == 2 and "optimizer.nesterov" in r.stderr
+    r = run_module("ltjax.train", "--config", f"{TINY}:1", "--workdir", workdir)
+    assert r.returncode == 0, r.stderr
+
