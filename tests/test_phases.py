@@ -129,6 +129,63 @@ def test_a_pass_on_eight_devices_equals_one_device():
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
+def _class_sums(outputs, labels, valid):
+    y = labels * valid[:, None]
+    return {"sums": y.T @ outputs["features"].astype(jax.numpy.float32), "counts": y.sum(axis=0)}
+
+
+@pytest.mark.parametrize("over", [{"mesh.data": 1}, {"mesh.data": 8}, {"mesh.data": 8, "data.on_device": True}])
+def test_a_reducing_pass_sums_over_the_split_like_a_gathering_pass(over):
+    """PassPhase.reduce: per-batch sums with labels, added over the batches on the devices; the class means
+    from the totals equal the gathering pass's, with padding excluded, sharded or not, host or device data."""
+    from ltjax.methods import PassPhase, PassResult
+
+    exp = Experiment(phased_toy.config(**{"data.eval_batch_size": 48, **over}))  # 512 = 10 x 48 + 32: padding
+    state = exp.initial_state()
+    want, _ = exp.run_pass(1, state)  # the gathering pass
+    seen = {}
+
+    def finish(ctx):
+        seen.update(ctx.gathered)
+        means = ctx.gathered["sums"] / np.maximum(ctx.gathered["counts"], 1)[:, None]
+        return PassResult(state={**ctx.state, "class_means": means.astype(np.float32)})
+
+    exp.phases[1].spec = PassPhase("means", finish=finish, reduce=_class_sums)
+    got, _ = exp.run_pass(1, exp.initial_state())
+    labels = exp.dataset.split("train").labels
+    np.testing.assert_array_equal(seen["counts"], labels.sum(axis=0))
+    np.testing.assert_allclose(jax.device_get(got.method_state["class_means"]),
+                               jax.device_get(want.method_state["class_means"]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        PassPhase("x", finish=finish, reduce=_class_sums, collect=lambda o, b: o)
+
+
+def test_a_phase_loss_with_loss_rng_gets_its_own_key_per_step():
+    from ltjax.methods import TrainPhase
+    from ltjax.methods.base import LOSS_RNG_TAG
+    from ltjax.training.step import RNG_STREAMS
+
+    exp = Experiment(phased_toy.config(**{"mesh.data": 1}))
+    draws = []
+
+    def loss(outputs, batch, stats, method_cfg, state=None, rng=None):
+        value, aux = phased_toy._bce(outputs, batch, stats, method_cfg)
+        return value, {"draw": jax.random.uniform(rng)}
+
+    exp.phases[0].spec = TrainPhase("warm", loss=loss, loss_rng=True)
+    plan = exp.phases[0]
+    it = exp.feed.train_stream(plan.samplers["main"], plan.length, plan.tags["main"])
+    state = exp.initial_state()
+    step = exp.phase_step(0)
+    for k in range(2):
+        state, m = step(state, {"main": exp.feed.global_batch(next(it))}, exp.train_rng)
+        keys = dict(zip(RNG_STREAMS, jax.random.split(jax.random.fold_in(exp.train_rng, k), len(RNG_STREAMS))))
+        want = jax.random.uniform(jax.random.fold_in(keys["sample"], LOSS_RNG_TAG))
+        assert float(m["draw"]) == float(want)
+        draws.append(float(m["draw"]))
+    assert draws[0] != draws[1]
+
+
 def test_a_pass_that_changes_the_tree_is_refused():
     from ltjax.methods import PassResult
 

@@ -41,6 +41,7 @@ from ltjax import models
 from ltjax.optim_defaults import optimizer_defaults, schedule_defaults
 from ltjax.params import param_path, path_mask  # noqa: F401 (re-exported)
 from ltjax.registry import Registry
+from ltjax.training.step import LOSS_RNG_TAG  # noqa: F401 (re-exported; TrainPhase.loss_rng)
 
 MAIN_STREAM = "main"
 
@@ -57,7 +58,9 @@ class TrainPhase:
     ``loss``: ``None`` = the method's loss.  ``update_state(state, outputs, batch, method_cfg) -> state``:
     the method state after the step, from the step's outputs, without gradient.  ``train_mode``: False
     applies the model in evaluation mode (no dropout or feature noise, BatchNorm statistics frozen), e.g.
-    to retrain a head on a fixed representation.
+    to retrain a head on a fixed representation.  ``loss_rng``: the loss is called with a keyword ``rng``,
+    a PRNG key of its own for the step (``fold_in`` of the step's "sample" key with :data:`LOSS_RNG_TAG`),
+    for losses that draw (e.g. virtual features sampled from class statistics in the method state).
     """
 
     name: str
@@ -67,6 +70,7 @@ class TrainPhase:
     loss: Callable[..., tuple[jax.Array, dict]] | None = None
     update_state: Callable[..., Any] | None = None
     train_mode: bool = True
+    loss_rng: bool = False
 
     kind = "train"
 
@@ -103,7 +107,10 @@ class PassPhase:
 
     ``collect(outputs, batch) -> dict`` of per-example arrays ``[B, ...]`` runs in a jitted, sharded
     evaluation step (``outputs`` are the model's evaluation-mode outputs); ``None`` skips the data pass
-    (a host step on the parameters only, e.g. tau-normalisation).  ``finish(PassContext) -> PassResult``
+    (a host step on the parameters only, e.g. tau-normalisation).  For statistics too large to gather per
+    example, ``reduce(outputs, labels, valid) -> dict`` instead returns arrays already summed over the
+    batch's valid examples (``labels`` [B, C] float32, ``valid`` [B] 1/0); the pass adds them over all
+    batches on the devices, and ``finish`` receives the totals as ``ctx.gathered``.  ``finish(PassContext) -> PassResult``
     runs on every process with the same gathered arrays, so every process writes the same values.  A pass
     counts as one step of the run's step counter; a run killed inside it repeats it from the checkpoint
     written where the previous phase ended.
@@ -113,6 +120,11 @@ class PassPhase:
     finish: Callable[[PassContext], PassResult]
     collect: Callable[[dict, dict], dict] | None = None
     split: str = "train"
+    reduce: Callable[[dict, jax.Array, jax.Array], dict] | None = None
+
+    def __post_init__(self):
+        if self.collect is not None and self.reduce is not None:
+            raise ValueError(f"pass {self.name!r}: give collect (per-example arrays) or reduce (sums), not both")
 
     kind = "pass"
 

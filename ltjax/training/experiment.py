@@ -227,7 +227,7 @@ class Experiment:
             self.model, spec.loss or self.method.loss, self.config.method, self.stats, plan.tx, self.dtype,
             streams=plan.streams, schedule=plan.schedule_fn, input_fn=lambda b, r, i: feed.train_inputs(b, r, tags[i]),
             update_state=spec.update_state, ema_decay=self.ema_decay, phase_start=plan.start,
-            train_mode=spec.train_mode,
+            train_mode=spec.train_mode, loss_rng=spec.loss_rng,
         )
         return step, self._shardings(index)
 
@@ -264,6 +264,20 @@ class Experiment:
                 outs.append(fn(state.params, state.batch_stats, batch))
                 valid.append(batch["valid"])
             gathered = gather_valid(outs, valid)
+        elif spec.reduce is not None:
+            split = self.dataset.split(spec.split)
+            labels = np.asarray(split.labels)
+            reduce = make_collect_step(
+                self.model, lambda outputs, batch: spec.reduce(outputs, batch["labels"].astype(jnp.float32),
+                                                               batch["valid"].astype(jnp.float32)), self.dtype)
+            fn = jax.jit(lambda p, bs, batch: reduce(p, bs, self.feed.eval_inputs(batch), batch),
+                         out_shardings=self.replicated)
+            add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), out_shardings=self.replicated)
+            total = None
+            for batch in self.feed.eval_batches(spec.split, with_labels=True):
+                out = fn(state.params, state.batch_stats, batch)
+                total = out if total is None else add(total, out)
+            gathered = jax.tree.map(np.asarray, jax.device_get(total))
         host = jax.device_get({"params": state.params, "state": state.method_state})
         result = spec.finish(PassContext(gathered, labels, host["params"], host["state"], self.config, self.meta))
         params, mstate = state.params, state.method_state

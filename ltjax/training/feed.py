@@ -19,6 +19,7 @@ stream gets its own augmentation draws.
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from ltjax.data.pipeline import eval_batches, eval_index_batches, to_global, train_dataset, train_index_dataset
 
@@ -50,10 +51,12 @@ class HostFeed:
         del rng, tag
         return batch["inputs"]
 
-    def eval_batches(self, split_name: str):
+    def eval_batches(self, split_name: str, with_labels: bool = False):
+        """The split in order, in global batches ``{"inputs", "valid"[, "labels"]}`` (padding: valid 0)."""
         split = self.dataset.split(split_name)
         for b in eval_batches(split, int(self.config.data.eval_batch_size), transform=self.dataset.eval_transform):
-            yield to_global({"inputs": b["inputs"], "valid": b["valid"]}, self.batch_sharding)
+            keep = ("inputs", "valid", "labels") if with_labels else ("inputs", "valid")
+            yield to_global({k: b[k] for k in keep}, self.batch_sharding)
 
     def eval_inputs(self, batch):
         return batch["inputs"]
@@ -86,10 +89,13 @@ class DeviceFeed(HostFeed):
     def train_inputs(self, batch, rng, tag: int = 0):
         return self.device_data.batch_inputs(batch, rng, tag)
 
-    def eval_batches(self, split_name: str):
+    def eval_batches(self, split_name: str, with_labels: bool = False):
         split = self.dataset.split(split_name)
         store = self.device_data.eval_store(split_name)
+        labels = np.asarray(split.labels, np.float32) if with_labels else None
         for b in eval_index_batches(len(split), int(self.config.data.eval_batch_size)):
+            if with_labels:
+                b = {**b, "labels": labels[b["index"]]}
             g = to_global(b, self.batch_sharding)
             g["store"] = store
             yield g

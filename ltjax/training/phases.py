@@ -145,6 +145,6 @@ def describe(plans: list[PhasePlan]) -> list[dict]:
             row.update(epochs=p.length / p.steps_per_epoch, steps_per_epoch=p.steps_per_epoch,
                        samplers={s: type(p.samplers[s]).__name__ for s in p.streams})
         else:
-            row["split"] = p.spec.split if p.spec.collect is not None else None
+            row["split"] = p.spec.split if (p.spec.collect is not None or p.spec.reduce is not None) else None
         rows.append(row)
     return rows

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 RNG_STREAMS = ("dropout", "noise", "sample")
+LOSS_RNG_TAG = 0x6C6F7373  # folded into the step's "sample" key for a phase's loss_rng key ("loss")
 
 
 @flax.struct.dataclass
@@ -48,7 +49,7 @@ def _cast(inputs, compute_dtype):
 
 def make_phase_step(model, loss_fn_of_method: Callable, method_cfg, stats, tx, compute_dtype, *,
                     streams=("main",), schedule=None, input_fn=None, update_state=None, ema_decay: float = 0.0,
-                    phase_start: int = 0, train_mode: bool = True):
+                    phase_start: int = 0, train_mode: bool = True, loss_rng: bool = False):
     """A pure ``(state, batches, rng) -> (state, metrics)`` for one training phase; jit it with donated state.
 
     ``batches`` maps each stream name to its batch.  The model runs on each stream in turn (batch
@@ -57,7 +58,8 @@ def make_phase_step(model, loss_fn_of_method: Callable, method_cfg, stats, tx, c
     ``input_fn(batch, rng, tag)`` makes a stream's model inputs inside the step (``tag`` = the stream's
     position in ``streams``; see :mod:`ltjax.training.feed`), default ``batch["inputs"]``.
     ``schedule`` is read at ``state.step - phase_start`` (each phase's schedule starts at 0).
-    ``train_mode`` False applies the model in evaluation mode (see ``TrainPhase``).
+    ``train_mode`` False applies the model in evaluation mode (see ``TrainPhase``).  ``loss_rng`` True calls
+    the loss with ``rng=fold_in(<the step's "sample" key>, LOSS_RNG_TAG)``.
 
     metrics: loss, gradient global norm, the learning rate used (when ``schedule`` is given) and the
     loss's auxiliary values."""
@@ -82,7 +84,8 @@ def make_phase_step(model, loss_fn_of_method: Callable, method_cfg, stats, tx, c
                 )
                 batch_stats = updates.get("batch_stats", batch_stats)
             o, b = (outputs[streams[0]], batches[streams[0]]) if single else (outputs, batches)
-            loss, aux = loss_fn_of_method(o, b, stats, method_cfg, state.method_state)
+            extra = {"rng": jax.random.fold_in(rngs["sample"], LOSS_RNG_TAG)} if loss_rng else {}
+            loss, aux = loss_fn_of_method(o, b, stats, method_cfg, state.method_state, **extra)
             return loss, (aux, batch_stats, o, b)
 
         (loss, (aux, batch_stats, outputs, batch)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
