@@ -56,7 +56,7 @@ def test_phase_config_mistakes_are_clear_errors(path, value, match):
 def test_unknown_phase_block_is_an_error():
     c = phased_toy.config(**{"mesh.data": 1})
     c.method.phases.finetune = c.method.phases.warm
-    with pytest.raises(ConfigError, match=r"finetune.*toy_phased.*warm, means, head"):
+    with pytest.raises(ConfigError, match=r"finetune.*toy_phased.*phase blocks: head, means, warm"):
         Experiment(c)
 
 
@@ -129,7 +129,7 @@ def test_a_pass_on_eight_devices_equals_one_device():
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
-def _class_sums(outputs, labels, valid):
+def _class_sums(outputs, labels, valid, state):
     y = labels * valid[:, None]
     return {"sums": y.T @ outputs["features"].astype(jax.numpy.float32), "counts": y.sum(axis=0)}
 

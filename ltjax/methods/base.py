@@ -58,7 +58,8 @@ class TrainPhase:
     ``loss``: ``None`` = the method's loss.  ``update_state(state, outputs, batch, method_cfg) -> state``:
     the method state after the step, from the step's outputs, without gradient.  ``train_mode``: False
     applies the model in evaluation mode (no dropout or feature noise, BatchNorm statistics frozen), e.g.
-    to retrain a head on a fixed representation.  ``loss_rng``: the loss is called with a keyword ``rng``,
+    to retrain a head on a fixed representation.  ``block``: several phases (e.g. the rounds of an EM
+    loop) may share one config block for their length and optimiser.  ``loss_rng``: the loss is called with a keyword ``rng``,
     a PRNG key of its own for the step (``fold_in`` of the step's "sample" key with :data:`LOSS_RNG_TAG`),
     for losses that draw (e.g. virtual features sampled from class statistics in the method state).
     """
@@ -71,6 +72,11 @@ class TrainPhase:
     update_state: Callable[..., Any] | None = None
     train_mode: bool = True
     loss_rng: bool = False
+    block: str = ""  # the config block (method.phases.<block>) this phase reads; "" = its own name
+
+    @property
+    def block_name(self) -> str:
+        return self.block or self.name
 
     kind = "train"
 
@@ -108,9 +114,10 @@ class PassPhase:
     ``collect(outputs, batch) -> dict`` of per-example arrays ``[B, ...]`` runs in a jitted, sharded
     evaluation step (``outputs`` are the model's evaluation-mode outputs); ``None`` skips the data pass
     (a host step on the parameters only, e.g. tau-normalisation).  For statistics too large to gather per
-    example, ``reduce(outputs, labels, valid) -> dict`` instead returns arrays already summed over the
-    batch's valid examples (``labels`` [B, C] float32, ``valid`` [B] 1/0); the pass adds them over all
-    batches on the devices, and ``finish`` receives the totals as ``ctx.gathered``.  ``finish(PassContext) -> PassResult``
+    example, ``reduce(outputs, labels, valid, state) -> dict`` instead returns arrays already summed over
+    the batch's valid examples (``labels`` [B, C] float32, ``valid`` [B] 1/0, ``state`` the method state,
+    e.g. means from an earlier pass to centre second moments); the pass adds them over all batches on the
+    devices, and ``finish`` receives the totals as ``ctx.gathered``.  ``finish(PassContext) -> PassResult``
     runs on every process with the same gathered arrays, so every process writes the same values.  A pass
     counts as one step of the run's step counter; a run killed inside it repeats it from the checkpoint
     written where the previous phase ended.
@@ -120,7 +127,7 @@ class PassPhase:
     finish: Callable[[PassContext], PassResult]
     collect: Callable[[dict, dict], dict] | None = None
     split: str = "train"
-    reduce: Callable[[dict, jax.Array, jax.Array], dict] | None = None
+    reduce: Callable[[dict, jax.Array, jax.Array, Any], dict] | None = None
 
     def __post_init__(self):
         if self.collect is not None and self.reduce is not None:

@@ -267,15 +267,16 @@ class Experiment:
         elif spec.reduce is not None:
             split = self.dataset.split(spec.split)
             labels = np.asarray(split.labels)
-            reduce = make_collect_step(
-                self.model, lambda outputs, batch: spec.reduce(outputs, batch["labels"].astype(jnp.float32),
-                                                               batch["valid"].astype(jnp.float32)), self.dtype)
-            fn = jax.jit(lambda p, bs, batch: reduce(p, bs, self.feed.eval_inputs(batch), batch),
-                         out_shardings=self.replicated)
+            def reduce(p, bs, batch, ms):
+                step = make_collect_step(self.model, lambda outputs, b: spec.reduce(
+                    outputs, b["labels"].astype(jnp.float32), b["valid"].astype(jnp.float32), ms), self.dtype)
+                return step(p, bs, self.feed.eval_inputs(batch), batch)
+
+            fn = jax.jit(reduce, out_shardings=self.replicated)
             add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), out_shardings=self.replicated)
             total = None
             for batch in self.feed.eval_batches(spec.split, with_labels=True):
-                out = fn(state.params, state.batch_stats, batch)
+                out = fn(state.params, state.batch_stats, batch, state.method_state)
                 total = out if total is None else add(total, out)
             gathered = jax.tree.map(np.asarray, jax.device_get(total))
         host = jax.device_get({"params": state.params, "state": state.method_state})

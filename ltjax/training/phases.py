@@ -93,18 +93,18 @@ def _phase_block(config, name: str):
 
 def plan_phases(config, method, train_labels) -> list[PhasePlan]:
     specs = method.phase_list(config.method)
-    declared = {s.name for s in specs}
+    declared = {s.block_name if isinstance(s, TrainPhase) else s.name for s in specs}
     extra = set(config.method.get("phases", {}) or {}) - declared
     if extra:
         raise ConfigError(
             f"method.phases has blocks {sorted(extra)} for phases method {method.name!r} does not have; "
-            f"its phases: {', '.join(s.name for s in specs)}"
+            f"its phase blocks: {', '.join(sorted(declared))}"
         )
     batch = int(config.data.batch_size)
     plans, start = [], 0
     for i, spec in enumerate(specs):
-        block = _phase_block(config, spec.name)
-        where = f"method.phases.{spec.name}"
+        block = _phase_block(config, spec.block_name if isinstance(spec, TrainPhase) else spec.name)
+        where = f"method.phases.{spec.block_name if isinstance(spec, TrainPhase) else spec.name}"
         if isinstance(spec, PassPhase):
             plans.append(PhasePlan(i, spec, start, 1))
             start += 1
