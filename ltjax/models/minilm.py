@@ -384,6 +384,25 @@ def encode_sentences(
     return emb
 
 
+@functools.lru_cache(maxsize=None)
+def _token_fn():
+    enc = BertEncoder()
+    return jax.jit(lambda params, ids, mask: enc.apply({"params": params}, ids, mask, deterministic=True))
+
+
+def encode_tokens(text: str, *, max_length: int = MAX_POSITIONS, params: Mapping | None = None) -> np.ndarray:
+    """all-MiniLM-L6-v2's output states of every token of ``text`` ([CLS] ... [SEP]), float32 [T, 384]
+    (not pooled, not normalised); cut to ``max_length`` tokens."""
+    if not 2 <= int(max_length) <= MAX_POSITIONS:
+        raise ValueError(f"max_length must be in [2, {MAX_POSITIONS}], got {max_length}")
+    row = WordPieceTokenizer.minilm().encode(text, int(max_length))
+    width = min(_bucket(len(row), 16), MAX_POSITIONS)
+    ids = np.zeros((1, width), np.int32)
+    ids[0, : len(row)] = row
+    params = pretrained_params() if params is None else params
+    return np.asarray(_token_fn()(params, ids, ids != 0))[0, : len(row)].astype(np.float32)
+
+
 def label_embeddings(class_names: Sequence[str], template: str = "{}", **kwargs) -> np.ndarray:
     """Sentence embeddings [C, 384] of ``template.format(name)`` for each class name, e.g.
     ``label_embeddings(names, "The categories of the image are {}.")``; underscores in the names become
@@ -407,6 +426,7 @@ class MiniLMTrunk(nn.Module):
     activation: str = "relu"
     norm: str = "none"
     dtype: Any = jnp.float32
+    tokens: bool = False  # True: return (encoder states [B, T, 384], mask [B, T]) for token-level methods
 
     @nn.compact
     def __call__(self, ids, *, train: bool):
@@ -422,6 +442,8 @@ class MiniLMTrunk(nn.Module):
         hidden = BertEncoder(dropout=self.encoder_dropout, dtype=self.dtype, zero_init=True, name=ENCODER)(
             ids, mask, deterministic=deterministic
         )
+        if self.tokens:
+            return (jax.lax.stop_gradient(hidden) if self.freeze_encoder else hidden), mask
         pooled = mean_pool(hidden, mask)
         if self.freeze_encoder:
             pooled = jax.lax.stop_gradient(pooled)

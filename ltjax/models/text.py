@@ -79,11 +79,14 @@ class TextPool(nn.Module):
     activation: str = "relu"
     norm: str = "none"
     dtype: Any = jnp.float32
+    tokens: bool = False  # True: return (token embeddings [B, T, E], mask [B, T]) for token-level methods
 
     @nn.compact
     def __call__(self, ids, *, train: bool):
         ids = _check_ids(ids, "text_pool")
         emb = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, param_dtype=jnp.float32, name=EMBED)(ids)
+        if self.tokens:
+            return emb, ids != 0
         pooled = masked_mean(emb, ids != 0).astype(self.dtype)
         return MLP(self.hidden, self.dropout, self.activation, self.norm, self.embed_dim, self.dtype, name="mlp")(
             pooled, train=train
@@ -101,6 +104,7 @@ class TextBiLSTM(nn.Module):
     activation: str = "relu"
     norm: str = "none"
     dtype: Any = jnp.float32
+    tokens: bool = False  # True: return (BiLSTM states [B, T, 2 * lstm_hidden], mask [B, T]), no pooling
 
     @nn.compact
     def __call__(self, ids, *, train: bool):
@@ -114,6 +118,8 @@ class TextBiLSTM(nn.Module):
             return nn.RNN(cell, name=name)
 
         states = nn.Bidirectional(lstm("forward"), lstm("backward"), name="bilstm")(emb, seq_lengths=lengths)
+        if self.tokens:
+            return states, mask
         scores = nn.Dense(1, dtype=jnp.float32, param_dtype=jnp.float32, name="attention")(
             states.astype(jnp.float32)
         )[..., 0]
