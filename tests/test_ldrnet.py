@@ -1,0 +1,216 @@
+"""LDRNet (ltjax/methods/ldrnet.py): class-label Gaussians from the passes against numpy (sharded and not),
+reverse-sampling probabilities and virtual samples, which parameters each EM step trains, the query layout,
+fallbacks for thin cells, and clear errors."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import set_fields
+from test_on_device import _png_dataset
+
+from ltjax.defaults import experiment_config
+from ltjax.methods import ldrnet
+from ltjax.training.loop import Experiment
+
+
+def _config(**over):
+    c = experiment_config("custom", "glyphnet", "ldrnet")
+    c.model.widths, c.model.convs = (8, 8, 16), 1
+    c.model.frozen_stages, c.model.norm_eval = -1, False
+    c.method.language = "none"
+    c.method.width, c.method.heads, c.method.mlp_dim, c.method.depth = 16, 2, 32, 1
+    c.data.image_size = 32
+    c.data.augment = False
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 16  # 24 training images: a full batch and a padded one
+    c.optimizer.name, c.optimizer.lr = "adam", 1e-3
+    c.schedule.warmup_steps = 0
+    c.train.progress_bar = "off"
+    c.eval.top_k = (1, 3)
+    for phase in ("stage1", "m_step", "e_step"):
+        c.method.phases[phase].steps = 2
+    return set_fields(c, over)
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory):
+    return _png_dataset(str(tmp_path_factory.mktemp("png")))
+
+
+def _class_features(exp, state):
+    split = exp.dataset.split("train")
+    x = np.stack([exp.dataset.eval_transform(split[i])["inputs"] for i in range(len(split))])
+    out = exp.model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+    return np.asarray(out["class_features"], np.float64), np.asarray(split.labels)
+
+
+@pytest.mark.parametrize("covariance,devices", [("full", 8), ("diagonal", 1)])
+def test_gaussians_from_the_passes_equal_numpy_sharded_and_not(pngs, covariance, devices):
+    """Both passes (means, then centred second moments) against numpy's mean and unbiased covariance of the
+    class features, label 0 and label 1 apart; full factors on 8 devices, diagonal ones on 1."""
+    exp = Experiment(_config(**{"mesh.data": devices, "method.covariance": covariance}), dataset=pngs)
+    state = exp.initial_state()
+    state, info = exp.run_pass(1, state)
+    assert info == {"cells_empty": 0, "cells_single": 0}
+    state, _ = exp.run_pass(2, state)
+    ms = jax.device_get(state.method_state)
+    x, y = _class_features(exp, exp.initial_state())
+    ridge_level = []
+    for c in range(y.shape[1]):
+        for j in (0, 1):
+            rows = x[(y[:, c] > 0) == bool(j), c]
+            assert len(rows) >= 2
+            np.testing.assert_allclose(ms["mu"][c, j], rows.mean(0), rtol=1e-4, atol=1e-5)
+            cov = np.cov(rows, rowvar=False, ddof=1)
+            ridge_level.append(np.trace(cov) / cov.shape[0])
+    level = 1e-3 * np.mean(ridge_level)  # method.ridge x the mean variance over the cells
+    for c in range(y.shape[1]):
+        for j in (0, 1):
+            rows = x[(y[:, c] > 0) == bool(j), c]
+            cov = np.cov(rows, rowvar=False, ddof=1)
+            if covariance == "full":
+                chol = ms["scale"][c, j].astype(np.float64)
+                np.testing.assert_allclose(chol @ chol.T, cov + level * np.eye(len(cov)), rtol=2e-3, atol=2e-5)
+                assert np.allclose(chol, np.tril(chol))
+            else:
+                np.testing.assert_allclose(ms["scale"][c, j] ** 2, np.diag(cov) + level, rtol=2e-3, atol=2e-5)
+
+
+def test_reverse_probabilities_and_virtual_samples():
+    counts, n = np.array([500, 100, 20, 4]), 600
+    f = counts / n
+    w = (1 / (f + 1e-9)) ** 0.9
+    np.testing.assert_allclose(ldrnet.reverse_probabilities(counts, n, 0.9), w / w.sum(), rtol=1e-6)
+    np.testing.assert_allclose(ldrnet.reverse_probabilities(counts, n, 0.0), 0.25, rtol=1e-6)
+    np.testing.assert_array_equal(ldrnet.reverse_probabilities(counts, n, 0.9, "uniform"), 0.5)
+    rng = np.random.default_rng(0)
+    c, d = 4, 3
+    mu = rng.normal(size=(c, 2, d)).astype(np.float32)
+    a = rng.normal(size=(c, 2, d, d))
+    cov = a @ np.swapaxes(a, -1, -2) + 0.1 * np.eye(d)
+    state = {"mu": jnp.asarray(mu), "scale": jnp.asarray(np.linalg.cholesky(cov), jnp.float32),
+             "p": jnp.asarray(ldrnet.reverse_probabilities(counts, n, 0.9))}
+    key = jax.random.key(3)
+    x, y = ldrnet.sample_virtual(key, state, 20000)
+    x2, y2 = ldrnet.sample_virtual(key, state, 20000)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    p = np.asarray(state["p"])
+    assert np.all(np.abs(y.mean(0) - p) < 5 * np.sqrt(p * (1 - p) / 20000))  # eq. 13: label 1 with prob p_c
+    for cc in range(c):
+        for j in (0, 1):
+            rows = x[y[:, cc] == j, cc]
+            if len(rows) < 500:
+                continue
+            np.testing.assert_allclose(rows.mean(0), mu[cc, j], atol=6 * np.sqrt(np.diag(cov[cc, j]).max() / len(rows)))
+            np.testing.assert_allclose(np.cov(rows, rowvar=False), cov[cc, j], rtol=0.15, atol=0.05)
+    # diagonal factors: per-dimension standard deviations
+    diag = {**state, "scale": jnp.asarray(np.sqrt(np.einsum("cjdd->cjd", cov)), jnp.float32)}
+    xd, yd = ldrnet.sample_virtual(key, diag, 20000)
+    rows = np.asarray(xd)[np.asarray(yd)[:, 3] == 1, 3]  # the rarest class: label 1 drawn most often
+    np.testing.assert_allclose(rows.std(0), np.sqrt(np.diag(cov[3, 1])), rtol=0.05)
+
+
+def test_thin_cells_fall_back_without_nans():
+    count = np.array([[5, 0], [4, 1], [3, 2]], np.float64)
+    d = 2
+    rng = np.random.default_rng(1)
+    m2 = np.zeros((3, 2, d, d))
+    for c in range(3):
+        for j in (0, 1):
+            if count[c, j] >= 2:
+                a = rng.normal(size=(d, d))
+                m2[c, j] = (count[c, j] - 1) * (a @ a.T + np.eye(d))
+    chol = ldrnet.stats_from_moments(count, m2, 1e-3)
+    assert np.isfinite(chol).all()
+    cov = chol @ np.swapaxes(chol, -1, -2)
+    good = [(0, 0), (1, 0), (2, 0), (2, 1)]
+    pooled = np.mean([m2[c, j] / (count[c, j] - 1) for c, j in good], axis=0)
+    level = np.mean([np.trace(m2[c, j] / (count[c, j] - 1)) / d for c, j in good])
+    np.testing.assert_allclose(cov[0, 1], pooled + 1e-3 * level * np.eye(d), rtol=1e-5)  # empty cell
+    np.testing.assert_allclose(cov[1, 1], pooled + 1e-3 * level * np.eye(d), rtol=1e-5)  # one example
+
+    class Ctx:
+        gathered = {"count": count.astype(np.float32),
+                    "sum": np.stack([count * 1.0, count * 2.0], axis=-1).astype(np.float32)}
+        state = {"mu": np.zeros((3, 2, 2), np.float32)}
+
+    mu = ldrnet.finish_means(Ctx).state["mu"]
+    np.testing.assert_allclose(mu[:, 0], [[1, 2]] * 3)
+    np.testing.assert_allclose(mu[0, 1], [1, 2])  # the empty cell: the other classes' label-1 means
+
+
+def test_m_step_trains_only_the_classifier_and_e_step_everything_else(pngs):
+    exp = Experiment(_config(**{"mesh.data": 1}), dataset=pngs)
+    state = exp.initial_state()
+    for i in (1, 2):
+        state, _ = exp.run_pass(i, state)
+
+    def run(index, state):
+        state = exp.enter(index, state)
+        plan = exp.phases[index]
+        it = exp.feed.train_stream(plan.samplers["main"], plan.length, plan.tags["main"])
+        before = jax.device_get(state.params)
+        state, m = exp.phase_step(index)(state, {"main": exp.feed.global_batch(next(it))}, exp.train_rng)
+        return before, jax.device_get(state.params), state, m
+
+    before, after, state, m = run(3, state)  # m_step_0
+    assert np.isfinite(float(m["loss"])) and 0 < float(m["virtual_positive_rate"]) < 1
+    assert not np.array_equal(before["classifier"]["kernel"], after["classifier"]["kernel"])
+    chex.assert_trees_all_equal({k: v for k, v in before.items() if k != "classifier"},
+                                {k: v for k, v in after.items() if k != "classifier"})
+    before, after, state, _ = run(4, state)  # e_step_0
+    chex.assert_trees_all_equal(before["classifier"], after["classifier"])
+    assert not np.array_equal(before["label_queries"], after["label_queries"])
+    assert not np.array_equal(before["input_proj"]["kernel"], after["input_proj"]["kernel"])
+
+
+def test_query_layout_with_a_prompt_and_without_encoder_layers():
+    """depth 0: X_class = LayerNorm(L + P_label + P_position[T:T+C]) exactly; the prompt occupies the first T
+    positions with its own indicator P_word; logits = <w_c, X_class[c]> + b_c."""
+    prompt = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+
+    class Trunk(ldrnet.nn.Module):
+        @ldrnet.nn.compact
+        def __call__(self, x, *, train):
+            return ldrnet.nn.Dense(4)(x)
+
+    model = ldrnet.LDRNetModel(trunk=Trunk(), kind="image", prompt=prompt, num_classes=3, width=8, depth=0, heads=2)
+    x = np.random.default_rng(1).normal(size=(2, 2, 3, 5)).astype(np.float32)
+    params = model.init(jax.random.key(0), x, train=False)["params"]
+    assert params["p_position"].shape == (5 + 3, 8) and params["p_word"].shape == (8,)
+    out = model.apply({"params": params}, x, train=False)
+    q = np.asarray(params["label_queries"]) + np.asarray(params["p_label"]) + np.asarray(params["p_position"])[5:]
+    ln = params["ln_final"]
+    want = (q - q.mean(-1, keepdims=True)) / np.sqrt(q.var(-1, keepdims=True) + 1e-6) * ln["scale"] + ln["bias"]
+    np.testing.assert_allclose(out["class_features"], np.broadcast_to(want, (2, 3, 8)), rtol=1e-5, atol=1e-5)
+    w, b = np.asarray(params["classifier"]["kernel"]), np.asarray(params["classifier"]["bias"])
+    np.testing.assert_allclose(out["logits"], (want * w).sum(-1)[None].repeat(2, 0) + b, rtol=1e-5, atol=1e-5)
+    none = ldrnet.LDRNetModel(trunk=Trunk(), kind="image", prompt=None, num_classes=3, width=8, depth=1, heads=2)
+    p2 = none.init(jax.random.key(0), x, train=False)["params"]
+    assert p2["p_position"].shape == (3, 8) and "p_word" not in p2 and "prompt_mlp_1" not in p2
+
+
+def test_prompt_and_config_errors():
+    import ml_collections
+
+    assert ldrnet.prompt_text(["dog", "dining_table"], "The categories of the image are {}.") == \
+        "The categories of the image are dog, dining table."
+    with pytest.raises(ValueError, match="must contain"):
+        ldrnet.prompt_text(["a"], "no slot")
+    m = ldrnet._defaults()
+    m.language = "clip"
+    with pytest.raises(ValueError, match="clip_weights"):
+        ldrnet.prompt_states(m, ["a"])
+    for field, value, match in (("covariance", "low", "covariance must be one of"),
+                                ("width", 15, "divisible"), ("gce_q", 1.5, "gce_q")):
+        bad = ml_collections.ConfigDict(ldrnet._defaults().to_dict())
+        bad[field] = value
+        with pytest.raises(ValueError, match=match):
+            ldrnet._check(bad)
+    assert ldrnet.covariance_kind(ml_collections.ConfigDict({"covariance": "auto", "max_cov_gb": 1.0}), 20, 512) == "full"
+    assert ldrnet.covariance_kind(ml_collections.ConfigDict({"covariance": "auto", "max_cov_gb": 1.0}), 183, 2048) \
+        == "diagonal"
