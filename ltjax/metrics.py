@@ -538,7 +538,8 @@ def evaluate(
       positives, or None}; ``group_sizes`` {group: number of classes}; ``group_rule``;
       ``excluded_classes`` names of classes without test positives; ``per_class`` a list of
       {name, index, n_train, group, ap, auc, num_test_pos} (None where undefined); ``auc_macro``
-      mean AUC over classes where it is defined; ``micro_f1``, ``macro_f1``, ``threshold``;
+      mean AUC over classes where it is defined; ``micro_f1``, ``macro_f1``, ``threshold``; ``mACC`` the
+      mean over classes of the accuracy (TP + TN) / N at the threshold (per class: ``acc``);
       ``P@k`` / ``nDCG@k`` for each k (examples without positives excluded); ``top_k``;
       ``num_examples``; ``num_classes``.
     """
@@ -570,6 +571,8 @@ def evaluate(
     tp, fp, fn = _f1_counts_jit(s, y, jnp.asarray(threshold, dtype=s.dtype))
     f1 = {key: float(v) for key, v in _f1_from_counts(tp, fp, fn, s.dtype).items()}
     num_pos = np.asarray(tp + fn)
+    # per-class accuracy at the threshold: (TP + TN) / N (LDRNet's mACC is its mean over the classes)
+    acc = (n - np.asarray(fp, np.int64) - np.asarray(fn, np.int64)) / max(n, 1)
     rank = _topk_jit(s, y, ks=ks) if ks else {}
 
     group_of = groups.assignment()
@@ -589,12 +592,14 @@ def evaluate(
                 "ap": _opt_float(ap[i]),
                 "auc": _opt_float(auc[i]),
                 "num_test_pos": int(num_pos[i]),
+                "acc": float(acc[i]),
             }
             for i in range(c)
         ],
         "auc_macro": _mean_or_none(auc),
         "micro_f1": f1["micro_f1"],
         "macro_f1": f1["macro_f1"],
+        "mACC": float(acc.mean()) if c else None,
         "threshold": threshold,
     }
     for k in ks:

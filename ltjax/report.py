@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["format_table", "summarize_runs", "format_summary_table", "plot_ap_vs_frequency"]
 
-_SCALAR_LABELS = {"auc_macro": "AUC", "micro_f1": "micro-F1", "macro_f1": "macro-F1"}
+_SCALAR_LABELS = {"auc_macro": "AUC", "micro_f1": "micro-F1", "macro_f1": "macro-F1", "mACC": "mACC"}
 _NA = "n/a"
 
 
@@ -115,7 +115,7 @@ def summarize_runs(reports: Sequence[dict]) -> dict:
     """Mean and spread over runs (e.g. seeds) of the headline numbers of ``evaluate`` reports.
 
     Returns {"num_runs", "group_sizes", "group_rule", "mAP", "group_mAP": {group: stat}, and one stat
-    per scalar metric ("auc_macro", "micro_f1", "macro_f1", "P@k", "nDCG@k")}, each stat being
+    per scalar metric ("auc_macro", "micro_f1", "macro_f1", "mACC", "P@k", "nDCG@k")}, each stat being
     {"mean", "std", "values"}.  ``std`` is the SAMPLE standard deviation (ddof=1) across runs, and
     None for a single run.  A metric undefined (None) in every run has mean None; undefined in only
     some runs, or runs with different class groups or metric sets, raise ValueError.

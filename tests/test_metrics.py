@@ -286,6 +286,8 @@ def test_evaluate_agrees_with_the_array_functions_and_is_json():
     pred = (_S >= 0.55).astype(int)
     assert r["micro_f1"] == pytest.approx(f1_score(_Y, pred, average="micro", zero_division=0))
     assert r["macro_f1"] == pytest.approx(f1_score(_Y, pred, average="macro", zero_division=0))
+    acc = [(pred[:, k] == _Y[:, k]).mean() for k in range(_Y.shape[1])]  # per-class accuracy at the threshold
+    assert [p["acc"] for p in r["per_class"]] == pytest.approx(acc) and r["mACC"] == pytest.approx(np.mean(acc))
     for k in (1, 2):
         p_ref, n_ref = _ref_topk(_S, _Y, k)
         assert r[f"P@{k}"] == pytest.approx(p_ref) and r[f"nDCG@{k}"] == pytest.approx(n_ref)
