@@ -214,3 +214,71 @@ def test_prompt_and_config_errors():
     assert ldrnet.covariance_kind(ml_collections.ConfigDict({"covariance": "auto", "max_cov_gb": 1.0}), 20, 512) == "full"
     assert ldrnet.covariance_kind(ml_collections.ConfigDict({"covariance": "auto", "max_cov_gb": 1.0}), 183, 2048) \
         == "diagonal"
+
+
+@pytest.mark.parametrize("model", ["text_pool", "text_bilstm"])
+def test_ldrnet_runs_on_token_sequences_of_a_text_dataset(tmp_path, model):
+    """A text backbone's token states (padding masked as keys) are LDRNet's tokens: a report dataset runs."""
+    from test_text import data_config, write_lines
+
+    from helpers import train_steps
+
+    c = experiment_config("text_lines", model, "ldrnet")
+    c.data = data_config("text_lines", write_lines(tmp_path / "aapd"))
+    c.data.batch_size, c.data.eval_batch_size = 2, 2
+    c.model.embed_dim = 8
+    if model == "text_bilstm":
+        c.model.lstm_hidden = 4
+    c.method.language = "none"
+    c.method.width, c.method.heads, c.method.mlp_dim, c.method.depth = 8, 2, 16, 1
+    c.train.progress_bar = "off"
+    c.eval.top_k = (1,)
+    c.mesh.data = 1
+    exp = Experiment(c)
+    assert exp.model.kind == "text"
+    state, losses_ = train_steps(exp, 2)
+    assert np.isfinite(losses_).all()
+    from ltjax.models.text import EMBED
+
+    ids = np.array([[3, 4, 0, 0, 0, 0]], np.int32)
+    params = jax.device_get(state.params)
+    out = exp.model.apply({"params": params}, ids, train=False)
+    assert out["class_features"].shape == (1, exp.meta.num_classes, 8)
+    # the padding positions are masked keys: what the pad id embeds cannot reach the class features
+    moved = jax.tree.map(np.array, params)
+    moved["trunk"][EMBED]["embedding"][0] += 5.0
+    np.testing.assert_allclose(out["logits"], exp.model.apply({"params": moved}, ids, train=False)["logits"],
+                               rtol=1e-5, atol=1e-6)
+    moved["trunk"][EMBED]["embedding"][3] += 5.0  # a real token's embedding does
+    assert not np.allclose(out["logits"], exp.model.apply({"params": moved}, ids, train=False)["logits"])
+
+
+def test_minilm_token_states_pool_to_the_sentence_embedding():
+    from ltjax.models import minilm
+
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32), minilm._encoder_shapes())
+    text = "The categories of the image are cat, dog."
+    tokens = minilm.encode_tokens(text, params=params)
+    assert tokens.ndim == 2 and tokens.shape[1] == 384 and tokens.shape[0] > 5
+    np.testing.assert_allclose(tokens.mean(0), minilm.encode_sentences([text], normalize=False, params=params)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_ldrnet_configs_and_missing_data_stops_at_once(tmp_path):
+    from helpers import REPO, run_module
+
+    from ltjax.config import load_config
+
+    c = load_config(str(REPO / "configs" / "ldrnet_chestxray14.py"))
+    assert (c.method.name, c.model.name, c.optimizer.name, c.optimizer.lr, c.optimizer.weight_decay,
+            c.data.batch_size, c.data.image_size, c.data.crop_min_ratio, c.data.split) == \
+        ("ldrnet", "densenet121", "adam", 1e-4, 1e-5, 32, 448, 448 / 512, "patient")
+    assert load_config(str(REPO / "configs" / "ldrnet_chestxray14.py") + ":stage1").method.rounds == 0
+    assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py") + ":uniform").method.sampling == "uniform"
+    assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py") + ":no_prompt").method.language == "none"
+    with pytest.raises(ValueError, match="arg must be one of full, stage1"):
+        load_config(str(REPO / "configs" / "ldrnet_chestxray14.py") + ":nope")
+    r = run_module("ltjax.train", "--config", "configs/ldrnet_chestxray14.py", "--workdir", str(tmp_path / "run"),
+                   f"--config.data.root={tmp_path / 'nowhere'}", timeout=120)
+    assert r.returncode != 0 and "Data_Entry" in r.stdout + r.stderr and "Traceback" not in r.stderr
