@@ -68,6 +68,7 @@ from ltjax.models.classifier import (
 )
 from ltjax.models.heads import make_head
 from ltjax.models.necks import NECKS, POOLS, batch_norm as _bn, make_neck
+from ltjax.models.resnet import _conv as resnet_conv
 
 NAME = "densenet121"
 GROWTH_RATE = 32
@@ -81,17 +82,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str) -> nn.Conv:
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        use_bias=False,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=conv_init,
-        name=name,
-    )
+    return resnet_conv(features, kernel, stride, padding, dtype, name, kernel_init=conv_init)
 
 
 class DenseLayer(nn.Module):
@@ -382,7 +373,7 @@ def torchvision_densenet_to_flax(state_dict: Mapping[str, Any], block_config=BLO
     dict in either key spelling (numpy arrays -> float32; conv kernels HWIO).  ``origin`` maps
     ``'collection/flax/path'`` to the checkpoint's key.  ``classifier.*`` and ``num_batches_tracked`` are
     ignored; missing/unexpected keys and shape mismatches raise ``ValueError``."""
-    from ltjax.models.pretrained import _format_keys, _set
+    from ltjax.models.pretrained import _format_keys, place_tensors
 
     arch = dict(block_config=tuple(int(n) for n in block_config), growth_rate=int(growth_rate),
                 num_init_features=int(num_init_features), bn_size=int(bn_size))
@@ -422,16 +413,7 @@ def torchvision_densenet_to_flax(state_dict: Mapping[str, Any], block_config=BLO
                   for k, (_, shape, _) in expected.items() if tuple(np.shape(sd[k])) != shape]
     if mismatched:
         raise ValueError(f"shape mismatch between the state dict and torchvision's {label}: " + "; ".join(mismatched))
-    params: dict = {}
-    batch_stats: dict = {}
-    origin: dict[str, str] = {}
-    for key, (fpath, shape, collection) in expected.items():
-        value = np.asarray(sd[key], np.float32)
-        if len(shape) == 4:
-            value = np.ascontiguousarray(value.transpose(2, 3, 1, 0))  # OIHW -> HWIO
-        _set(params if collection == "params" else batch_stats, fpath, value)
-        origin[f"{collection}/" + "/".join(fpath)] = original[key]
-    return params, batch_stats, origin
+    return place_tensors(sd, expected, original)
 
 
 def load_pretrained_backbone(variables: Mapping, path: str | os.PathLike | Mapping[str, Any], model_cfg=None) -> Any:

@@ -591,6 +591,13 @@ def _convert(state_dict: Mapping[str, Any], depth: int) -> tuple[dict, dict, dic
             mismatched.append(f"{key}: checkpoint {list(got)} vs resnet{depth} {list(shape)}")
     if mismatched:
         raise ValueError(f"shape mismatch between the state dict and torchvision's resnet{depth}: " + "; ".join(mismatched))
+    return place_tensors(state_dict, expected)
+
+
+def place_tensors(state_dict: Mapping[str, Any], expected: Mapping[str, tuple], names: Mapping[str, str] | None = None):
+    """(params, batch_stats, origin) trees from checked torch tensors: ``expected[key] = (flax path, shape,
+    "params" | "batch_stats")``; 4-d conv kernels OIHW -> HWIO; ``origin`` maps each leaf to the checkpoint
+    key it came from (``names[key]`` when the checkpoint spelled it differently)."""
     params: dict = {}
     batch_stats: dict = {}
     origin: dict[str, str] = {}
@@ -599,7 +606,7 @@ def _convert(state_dict: Mapping[str, Any], depth: int) -> tuple[dict, dict, dic
         if len(shape) == 4:
             value = np.ascontiguousarray(value.transpose(2, 3, 1, 0))  # OIHW -> HWIO
         _set(params if collection == "params" else batch_stats, fpath, value)
-        origin[f"{collection}/" + "/".join(fpath)] = key
+        origin[f"{collection}/" + "/".join(fpath)] = key if names is None else names[key]
     return params, batch_stats, origin
 
 

@@ -46,7 +46,8 @@ from ltjax.models.necks import NECKS, batch_norm as _bn, make_neck
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str, kernel_init=None) -> nn.Conv:
+    """A bias-free square conv with torch's explicit symmetric padding (``kernel_init``: default ``conv_init``)."""
     return nn.Conv(
         features,
         (kernel, kernel),
@@ -55,7 +56,7 @@ def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, nam
         use_bias=False,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=conv_init,
+        kernel_init=conv_init if kernel_init is None else kernel_init,
         name=name,
     )
 
