@@ -182,8 +182,16 @@ def prompt_states(method_cfg, class_names) -> np.ndarray | None:
         return None
     text = prompt_text(class_names, str(method_cfg.template))
     if language == "minilm":
+        from ltjax.data.wordpiece import WordPieceTokenizer
         from ltjax.models.minilm import MAX_POSITIONS, encode_tokens
 
+        full = len(WordPieceTokenizer.minilm().encode(text, None))
+        if full > MAX_POSITIONS:  # e.g. PadChest's 183 label names
+            import warnings
+
+            warnings.warn(f"LDRNet's prompt has {full} MiniLM tokens; MiniLM reads {MAX_POSITIONS}, so the label "
+                          f"names past that point are cut from the prompt (the label queries still cover every "
+                          f"class); shorten method.template or use method.language='none'", stacklevel=2)
         return encode_tokens(text, max_length=MAX_POSITIONS)
     if language == "clip":
         from ltjax.models.clip_text import encode
