@@ -43,6 +43,9 @@ The benchmark recipe (glyphnet), and why:
   trains under this same recipe, on glyphnet's 10 x 10 x 128 map, with its ASL counted as a summed loss
   (lr / 640, clip x 640), not under its paper's AdamW / one-cycle / EMA (``configs/cssfe_voc.py``): one
   protocol for every row of the benchmark (docs/RESULTS.md compares the two optimisers for CSSFE);
+* LDRNet (``:ldrnet``): width 128, 4 heads, MLP 512 (glyphnet's map has 128 channels; the default 512-wide
+  encoder is sized for ResNet / DenseNet maps and costs ~16x more here), stage 1 for the recipe's epochs,
+  then its default EM round;
 * the DB methods' VOC hyper-parameters; HMT-Net as in ``configs/hmt_voc.py`` (lambda 2, class-aware);
   the VOC-LT group thresholds (head n_c >= 100, tail n_c < 20: 6/6/8 classes).
 
@@ -60,6 +63,7 @@ REGIMES = ("finetune", "frozen", "scratch")
 IMAGE_SIZE = 80
 GLYPH_SIZE = 20
 CLASS_AWARE_EPOCH_DIVISOR = 14  # class-aware epoch = int(775 * 20 / 14) = 1,107 draws, about N
+LDRNET_WIDTH = 128  # LDRNet's token width here (its default 512 is for ResNet / DenseNet maps)
 
 # the benchmark recipe (glyphnet)
 EPOCHS = {"finetune": 24, "scratch": 24, "frozen": 30}
@@ -90,6 +94,8 @@ def _common(c, method):
     if method == "hmt":  # configs/hmt_voc.py's default ("rs") setting
         c.data.sampler = "class_aware"
         c.method.lam = 2.0
+    if method == "ldrnet":  # a 128-wide encoder over glyphnet's 100 tokens (128 channels): CPU-sized
+        c.method.width, c.method.heads, c.method.mlp_dim = LDRNET_WIDTH, 4, 4 * LDRNET_WIDTH
     c.data.image_size = IMAGE_SIZE
     c.data.tile_canvas = IMAGE_SIZE
     c.data.glyph_size = GLYPH_SIZE
