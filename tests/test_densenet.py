@@ -218,6 +218,10 @@ def test_both_spellings_give_the_same_variables_and_pfc_neck_is_untouched():
     a = load_pretrained("densenet121", variables, sd, _tiny_cfg())
     b = load_pretrained("densenet121", variables, _old_spelling(sd), _tiny_cfg())
     chex.assert_trees_all_equal(a, b)
+    # CheXNet's checkpoint: module.densenet121.features..., old spelling, a 14-way classifier.0 Sequential
+    chexnet = {f"densenet121.{k}": v for k, v in _old_spelling(sd).items() if not k.startswith("classifier.")}
+    chexnet["densenet121.classifier.0.weight"] = np.zeros((14, 7), np.float32)
+    chex.assert_trees_all_equal(a, load_pretrained("densenet121", variables, chexnet, _tiny_cfg()))
     chex.assert_trees_all_equal(a["params"]["backbone"]["neck"], variables["params"]["backbone"]["neck"])
     chex.assert_trees_all_equal(a["batch_stats"]["backbone"]["neck"], variables["batch_stats"]["backbone"]["neck"])
     assert float(variables["params"]["backbone"]["trunk"]["norm0"]["scale"][0]) == 0.5  # input not modified

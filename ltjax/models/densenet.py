@@ -372,12 +372,14 @@ def torchvision_densenet_to_flax(state_dict: Mapping[str, Any], block_config=BLO
     """``(params_trunk, batch_stats_trunk, origin)`` for :class:`DenseNet` from a torchvision DenseNet state
     dict in either key spelling (numpy arrays -> float32; conv kernels HWIO).  ``origin`` maps
     ``'collection/flax/path'`` to the checkpoint's key.  ``classifier.*`` and ``num_batches_tracked`` are
-    ignored; missing/unexpected keys and shape mismatches raise ``ValueError``."""
+    ignored; CheXNet's ``densenet121.`` prefix (after the DataParallel ``module.`` one) is stripped; missing/unexpected keys and shape mismatches raise ``ValueError``."""
     from ltjax.models.pretrained import _format_keys, place_tensors
 
     arch = dict(block_config=tuple(int(n) for n in block_config), growth_rate=int(growth_rate),
                 num_init_features=int(num_init_features), bn_size=int(bn_size))
     label = _label(arch)
+    if any(k.startswith("densenet121.") for k in state_dict):  # CheXNet's checkpoint: module.densenet121.features...
+        state_dict = {k[len("densenet121."):] if k.startswith("densenet121.") else k: v for k, v in state_dict.items()}
     original = {}
     for key in state_dict:  # current spelling -> the key as the checkpoint spells it, for the messages
         m = _OLD_KEY.match(key)
