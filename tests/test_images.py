@@ -482,7 +482,8 @@ def test_pickled_transform_is_equal_with_an_empty_cache(tmp_path):
 def test_from_config_defaults_and_overrides():
     d = image_defaults()
     assert set(d.keys()) == {"image_size", "augment", "flip_prob", "photometric", "crop_min_ratio", "cache_images",
-                             "channel_swap"}
+                             "channel_swap", "auto_augment", "randaugment_ops", "randaugment_magnitude",
+                             "cutout_factor"}
     assert (d.image_size, d.augment, d.flip_prob, d.photometric, d.crop_min_ratio, d.cache_images,
             d.channel_swap) == (224, True, 0.5, True, 0.8, False, False)
     empty = ml_collections.ConfigDict()

@@ -46,7 +46,8 @@ def _class_features(exp, state):
     return np.asarray(out["class_features"], np.float64), np.asarray(split.labels)
 
 
-@pytest.mark.parametrize("covariance,devices", [("full", 8), ("diagonal", 1)])
+@pytest.mark.parametrize("covariance,devices", [
+    ("full", 8), pytest.param("diagonal", 1, marks=pytest.mark.slow)])  # (the diagonal case: ~8 s, make test-slow)
 def test_gaussians_from_the_passes_equal_numpy_sharded_and_not(pngs, covariance, devices):
     """Both passes (means, then centred second moments) against numpy's mean and unbiased covariance of the
     class features, label 0 and label 1 apart; full factors on 8 devices, diagonal ones on 1."""
@@ -189,7 +190,7 @@ def test_query_layout_with_a_prompt_and_without_encoder_layers():
     np.testing.assert_allclose(out["class_features"], np.broadcast_to(want, (2, 3, 8)), rtol=1e-5, atol=1e-5)
     w, b = np.asarray(params["classifier"]["kernel"]), np.asarray(params["classifier"]["bias"])
     np.testing.assert_allclose(out["logits"], (want * w).sum(-1)[None].repeat(2, 0) + b, rtol=1e-5, atol=1e-5)
-    none = ldrnet.LDRNetModel(trunk=Trunk(), kind="image", prompt=None, num_classes=3, width=8, depth=1, heads=2)
+    none = ldrnet.LDRNetModel(trunk=Trunk(), kind="image", prompt=None, num_classes=3, width=8, depth=0, heads=2)
     p2 = none.init(jax.random.key(0), x, train=False)["params"]
     assert p2["p_position"].shape == (3, 8) and "p_word" not in p2 and "prompt_mlp_1" not in p2
 
@@ -216,7 +217,7 @@ def test_prompt_and_config_errors():
         == "diagonal"
 
 
-@pytest.mark.parametrize("model", ["text_pool", "text_bilstm"])
+@pytest.mark.parametrize("model", ["text_pool", pytest.param("text_bilstm", marks=pytest.mark.slow)])  # bilstm ~9 s
 def test_ldrnet_runs_on_token_sequences_of_a_text_dataset(tmp_path, model):
     """A text backbone's token states (padding masked as keys) are LDRNet's tokens: a report dataset runs."""
     from test_text import data_config, write_lines
