@@ -16,9 +16,10 @@ Setting (paper section 4.3; what it leaves open is stated here):
   resized to 448 (evaluation: resize to 448); horizontal flips; no colour jitter;
 * Adam lr 1e-4, betas (0.9, 0.999), weight decay 1e-5 as torch's Adam applies it (L2 added to the
   gradient: ``optimizer.name="adam"``), batch 32, constant lr;
-* split: the seeded patient-level 7:1:2 split (``data.split="patient"``); the report is on the test part
-  and the checkpoint is the last one (selection on the validation part is not implemented yet, and the
-  test part is never used for it);
+* split: the seeded patient-level 7:1:2 split (``data.split="patient"``); the checkpoint is chosen on the
+  validation part by its mean AUC (``train.select_on="val:auc_macro"``, the paper's NIH metric; candidates
+  at every epoch end of stage 1 and after each M-step and E-step, ltjax/training/selection.py) and the
+  report is on the test part, which is never used for the choice;
 * lengths (not given in the paper): stage 1 10 epochs, then one EM round of 1 epoch M-step and 1 epoch
   E-step (``method.phases.{stage1,m_step,e_step}``, ``method.rounds``);
 * metrics: per-class and mean AUC (the paper's NIH metric), mAP, mACC, F1 at 0.5.
@@ -42,6 +43,7 @@ def ldrnet_config(dataset: str, stage1_epochs: int, variant: str):
     if "split" in c.data:  # ChestX-ray14 also has the official list split; ODIR-5K is patient-level only
         c.data.split = "patient"
     c.method.phases.stage1.epochs = float(stage1_epochs)
+    c.train.select_on = "val:auc_macro"
     if variant == "stage1":
         c.method.rounds = 0
     elif variant == "uniform":

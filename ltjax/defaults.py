@@ -61,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 500  # steps between checkpoints (and one at the end of every epoch)
     c.train.keep_checkpoints = 3
     c.train.eval_every_epochs = 0  # 0: evaluate only at the end
+    # "SPLIT:METRIC" (e.g. "val:mAP"): report the checkpoint that is best on that split, never on
+    # eval.split; "" keeps the last one (ltjax/training/selection.py)
+    c.train.select_on = ""
+    c.train.select_every_epochs = 1  # candidates: every such epoch end of each training phase, and each phase end
     c.train.progress_bar = "auto"  # "auto" (on a terminal) | "on" | "off"
 
     # ---- devices ----------------------------------------------------------------------------

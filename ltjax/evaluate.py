@@ -1,6 +1,7 @@
 """Command line: ``python -m ltjax.evaluate --workdir DIR [--step N] [--config.eval.X=V ...]``.
 
-Restores a trained run (its saved ``config.json`` and a checkpoint, the latest by default), scores
+Restores a trained run (its saved ``config.json`` and a checkpoint: by default the one ``train.select_on``
+selected when the run has a selection, else the latest), scores
 ``config.eval.split`` and writes ``eval.json`` and ``ap_vs_frequency.png`` next to the run, printing
 the head/medium/tail mAP table.
 """
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
         description=DESCRIPTION,
         require_config=False,
         accept_config=False,
-        extra_flags={"step": "checkpoint step to evaluate (default: the latest)"},
+        extra_flags={"step": "checkpoint step to evaluate (default: the selected one with train.select_on, else the latest)"},
     )
     config = resolve_config(args, base=load_saved_config(args.workdir))
 
@@ -36,8 +37,13 @@ def main(argv=None) -> int:
 
     try:
         exp = Experiment(config)
-        state, step = exp.restore(args.workdir, int(args.extra["step"]) if "step" in args.extra else None)
-        evaluate_and_report(exp, state, args.workdir, step)
+        selected = None if "step" in args.extra else exp.restore_selected(args.workdir)
+        if selected is not None:
+            state, step, record = selected
+            evaluate_and_report(exp, state, args.workdir, step, selection=record)
+        else:
+            state, step = exp.restore(args.workdir, int(args.extra["step"]) if "step" in args.extra else None)
+            evaluate_and_report(exp, state, args.workdir, step)
     except (AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

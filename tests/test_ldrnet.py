@@ -179,7 +179,7 @@ def test_query_layout_with_a_prompt_and_without_encoder_layers():
         def __call__(self, x, *, train):
             return ldrnet.nn.Dense(4)(x)
 
-    model = ldrnet.LDRNetModel(trunk=Trunk(), kind="image", prompt=prompt, num_classes=3, width=8, depth=0, heads=2)
+    model = ldrnet.LDRNetModel(backbone=ldrnet.SpatialBackbone(trunk=Trunk()), kind="image", prompt=prompt, num_classes=3, width=8, depth=0, heads=2)
     x = np.random.default_rng(1).normal(size=(2, 2, 3, 5)).astype(np.float32)
     params = model.init(jax.random.key(0), x, train=False)["params"]
     assert params["p_position"].shape == (5 + 3, 8) and params["p_word"].shape == (8,)
@@ -190,7 +190,7 @@ def test_query_layout_with_a_prompt_and_without_encoder_layers():
     np.testing.assert_allclose(out["class_features"], np.broadcast_to(want, (2, 3, 8)), rtol=1e-5, atol=1e-5)
     w, b = np.asarray(params["classifier"]["kernel"]), np.asarray(params["classifier"]["bias"])
     np.testing.assert_allclose(out["logits"], (want * w).sum(-1)[None].repeat(2, 0) + b, rtol=1e-5, atol=1e-5)
-    none = ldrnet.LDRNetModel(trunk=Trunk(), kind="image", prompt=None, num_classes=3, width=8, depth=0, heads=2)
+    none = ldrnet.LDRNetModel(backbone=ldrnet.SpatialBackbone(trunk=Trunk()), kind="image", prompt=None, num_classes=3, width=8, depth=0, heads=2)
     p2 = none.init(jax.random.key(0), x, train=False)["params"]
     assert p2["p_position"].shape == (3, 8) and "p_word" not in p2 and "prompt_mlp_1" not in p2
 
@@ -247,10 +247,10 @@ def test_ldrnet_runs_on_token_sequences_of_a_text_dataset(tmp_path, model):
     assert out["class_features"].shape == (1, exp.meta.num_classes, 8)
     # the padding positions are masked keys: what the pad id embeds cannot reach the class features
     moved = jax.tree.map(np.array, params)
-    moved["trunk"][EMBED]["embedding"][0] += 5.0
+    moved["backbone"]["trunk"][EMBED]["embedding"][0] += 5.0
     np.testing.assert_allclose(out["logits"], exp.model.apply({"params": moved}, ids, train=False)["logits"],
                                rtol=1e-5, atol=1e-6)
-    moved["trunk"][EMBED]["embedding"][3] += 5.0  # a real token's embedding does
+    moved["backbone"]["trunk"][EMBED]["embedding"][3] += 5.0  # a real token's embedding does
     assert not np.allclose(out["logits"], exp.model.apply({"params": moved}, ids, train=False)["logits"])
 
 
@@ -275,6 +275,8 @@ def test_ldrnet_configs_and_missing_data_stops_at_once(tmp_path):
     assert (c.method.name, c.model.name, c.optimizer.name, c.optimizer.lr, c.optimizer.weight_decay,
             c.data.batch_size, c.data.image_size, c.data.crop_min_ratio, c.data.split) == \
         ("ldrnet", "densenet121", "adam", 1e-4, 1e-5, 32, 448, 448 / 512, "patient")
+    assert c.train.select_on == "val:auc_macro"  # chosen on the patient split's validation part
+    assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py")).train.select_on == "val:odir_final"
     assert load_config(str(REPO / "configs" / "ldrnet_chestxray14.py") + ":stage1").method.rounds == 0
     assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py") + ":uniform").method.sampling == "uniform"
     assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py") + ":no_prompt").method.language == "none"
@@ -325,3 +327,19 @@ def test_an_em_round_interrupted_and_resumed_is_bit_identical(pngs, tmp_path, mo
     b = Experiment(config, dataset=pngs).restore(part_dir)[0]
     chex.assert_trees_all_equal(jax.device_get(a.params), jax.device_get(b.params))
     chex.assert_trees_all_equal(jax.device_get(a.method_state), jax.device_get(b.method_state))
+
+
+def test_backbone_lives_under_backbone_trunk_so_frozen_stages_and_loaders_find_it(pngs):
+    """The trunk's parameters sit at backbone/trunk as in every ltjax model: model.frozen_stages freezes
+    them (configs/tiles_voc_lt.py:ldrnet freezes glyphnet's first stage) and pretrained loaders find them."""
+    exp = Experiment(_config(**{"mesh.data": 1, "model.frozen_stages": 1, "model.norm_eval": True}), dataset=pngs)
+    state = exp.initial_state()
+    before = jax.device_get(state.params)
+    assert set(before["backbone"]["trunk"]) >= {"stem", "stage1_0", "stage2_0"}
+    plan = exp.phases[0]
+    it = exp.feed.train_stream(plan.samplers["main"], plan.length, plan.tags["main"])
+    state, _ = exp.phase_step(0)(state, {"main": exp.feed.global_batch(next(it))}, exp.train_rng)
+    after = jax.device_get(state.params)["backbone"]["trunk"]
+    for frozen in ("stem", "stage1_0"):
+        chex.assert_trees_all_equal(before["backbone"]["trunk"][frozen], after[frozen])
+    assert not np.array_equal(before["backbone"]["trunk"]["stage2_0"]["conv"]["kernel"], after["stage2_0"]["conv"]["kernel"])

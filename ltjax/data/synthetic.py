@@ -55,6 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.num_train = 4000  # training examples
     c.num_test = 2000  # test examples (same distribution)
+    c.num_val = 0  # validation examples (same distribution; 0: no "val" split)
     c.num_classes = 20
     c.num_features = 64
     c.pareto_shape = 6.0  # b of the Pareto pdf that shapes the prevalence profile
@@ -83,6 +84,8 @@ class SyntheticData:
     train_labels: np.ndarray  # float32 [num_train, C] multi-hot
     test_inputs: np.ndarray  # float32 [num_test, F]
     test_labels: np.ndarray  # float32 [num_test, C]
+    val_inputs: np.ndarray  # float32 [num_val, F] (num_val 0: empty)
+    val_labels: np.ndarray  # float32 [num_val, C]
     target_prevalences: np.ndarray  # p_c from the config
     expected_prevalences: np.ndarray  # E[label] per class (= target unless sum(p) < 1)
     latent_scale: float  # a: the latent prevalences are a * p_c
@@ -116,6 +119,7 @@ def _resolve(data_cfg) -> dict:
     out = {
         "num_train": integer("num_train", 1),
         "num_test": integer("num_test", 1),
+        "num_val": integer("num_val", 0),
         "num_classes": integer("num_classes", 1),
         "num_features": integer("num_features", 1),
         "num_topics": integer("num_topics", 0),
@@ -293,7 +297,8 @@ def generate(data_cfg) -> SyntheticData:
     C, K, rho = cfg["num_classes"], cfg["num_topics"], cfg["cooccurrence"]
     p = target_prevalences(C, cfg["max_prevalence"], cfg["min_prevalence"], cfg["pareto_shape"])
 
-    params_ss, train_ss, test_ss = np.random.SeedSequence(cfg["seed"]).spawn(3)
+    # the 4th child is the val split's: the first three (and so train and test) are those of spawn(3)
+    params_ss, train_ss, test_ss, val_ss = np.random.SeedSequence(cfg["seed"]).spawn(4)
     params = np.random.default_rng(params_ss)
     topics = np.empty(C, dtype=np.int64)
     topics[params.permutation(C)] = np.arange(C) % K
@@ -314,7 +319,10 @@ def generate(data_cfg) -> SyntheticData:
 
     splits = {}
     forced: list[int] = []
-    for split, ss, n in (("train", train_ss, cfg["num_train"]), ("test", test_ss, cfg["num_test"])):
+    plan = [("train", train_ss, cfg["num_train"]), ("test", test_ss, cfg["num_test"])]
+    if cfg["num_val"]:
+        plan.append(("val", val_ss, cfg["num_val"]))
+    for split, ss, n in plan:
         label_ss, noise_ss, fix_ss = ss.spawn(3)
         y, x, has_positive = _generate_split(
             np.random.default_rng(label_ss), n, model, topics, K, fill_cdf, means, cfg["noise"],
@@ -335,11 +343,14 @@ def generate(data_cfg) -> SyntheticData:
             )
         splits[split] = (x, y)
 
+    val = splits.get("val", (np.zeros((0, cfg["num_features"]), np.float32), np.zeros((0, C), np.float32)))
     return SyntheticData(
         train_inputs=splits["train"][0],
         train_labels=splits["train"][1],
         test_inputs=splits["test"][0],
         test_labels=splits["test"][1],
+        val_inputs=val[0],
+        val_labels=val[1],
         target_prevalences=p,
         expected_prevalences=expected,
         latent_scale=float(a),
@@ -350,7 +361,7 @@ def generate(data_cfg) -> SyntheticData:
 
 
 def build(data_cfg) -> Dataset:
-    """The synthetic_lt :class:`Dataset` with splits ``train`` and ``test``."""
+    """The synthetic_lt :class:`Dataset` with splits ``train`` and ``test`` (and ``val`` with ``num_val`` > 0)."""
     cfg = _resolve(data_cfg)
     data = generate(data_cfg)
     width = len(str(cfg["num_classes"] - 1))
@@ -361,7 +372,7 @@ def build(data_cfg) -> Dataset:
         "split_rule": "train and test drawn independently from the same distribution "
         "(SeedSequence(seed).spawn: parameters, train, test)",
         "seed": cfg["seed"],
-        "sizes": {"train": cfg["num_train"], "test": cfg["num_test"]},
+        "sizes": {"train": cfg["num_train"], "test": cfg["num_test"], **({"val": cfg["num_val"]} if cfg["num_val"] else {})},
         "target_prevalences": [float(v) for v in data.target_prevalences],
         "expected_prevalences": [float(v) for v in data.expected_prevalences],
         "latent_scale": data.latent_scale,
@@ -377,13 +388,11 @@ def build(data_cfg) -> Dataset:
         input_kind="features",
         info=info,
     )
-    return Dataset(
-        meta=meta,
-        splits={
-            "train": ArraySplit(data.train_inputs, data.train_labels),
-            "test": ArraySplit(data.test_inputs, data.test_labels),
-        },
-    )
+    splits = {"train": ArraySplit(data.train_inputs, data.train_labels),
+              "test": ArraySplit(data.test_inputs, data.test_labels)}
+    if cfg["num_val"]:
+        splits["val"] = ArraySplit(data.val_inputs, data.val_labels)
+    return Dataset(meta=meta, splits=splits)
 
 
 DATASETS.register(NAME)(build)

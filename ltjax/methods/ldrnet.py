@@ -65,7 +65,16 @@ import ml_collections
 import numpy as np
 
 from ltjax import losses, models
-from ltjax.methods.base import METHODS, Method, PassPhase, PassResult, TrainPhase, phase_config, sigmoid_scores
+from ltjax.methods.base import (
+    METHODS,
+    Method,
+    PassPhase,
+    PassResult,
+    TrainPhase,
+    phase_config,
+    sigmoid_scores,
+)
+from ltjax.methods.cssfe import SpatialBackbone
 
 LANGUAGES = ("minilm", "clip", "none")
 COVARIANCES = ("auto", "full", "diagonal")
@@ -118,8 +127,20 @@ def group_logits(x, w, b):
     return jnp.einsum("...cd,cd->...c", x.astype(jnp.float32), w) + b
 
 
+class TokenBackbone(nn.Module):
+    """A text trunk with ``tokens=True`` under ``backbone/trunk`` (where every model keeps it, so that init
+    hooks, pretrained loaders and ``model.frozen_stages`` find it): -> (states [B, T, D], mask [B, T])."""
+
+    trunk: nn.Module
+
+    def __call__(self, x, *, train: bool):
+        return self.trunk(x, train=train)
+
+
 class LDRNetModel(nn.Module):
-    trunk: nn.Module  # image: a spatial trunk (-> [B, H, W, D]); text: a trunk with tokens=True (-> states, mask)
+    # image: SpatialBackbone (-> [B, H, W, D]); text: TokenBackbone (-> states, mask); parameters under
+    # backbone/trunk as in every ltjax model
+    backbone: nn.Module
     kind: str  # "image" | "text"
     prompt: Any  # np.ndarray [T, E] of the frozen encoder's prompt token states, or None
     num_classes: int
@@ -132,10 +153,10 @@ class LDRNetModel(nn.Module):
 
     def tokens(self, x, *, train: bool):
         if self.kind == "image":
-            f = self.trunk(x, train=train)
+            f = self.backbone(x, train=train)
             b, h, w, d = f.shape
             return f.reshape(b, h * w, d), None
-        f, mask = self.trunk(x, train=train)
+        f, mask = self.backbone(x, train=train)
         return f, mask
 
     @nn.compact
@@ -213,17 +234,15 @@ def build_ldrnet(config, meta, dtype) -> LDRNetModel:
     if trunk is None:
         raise ValueError(f"LDRNet needs a backbone with a token map; model {config.model.name!r} has no backbone trunk")
     if meta.input_kind == "image" or (meta.input_kind == "features" and len(meta.input_shape) == 3):
-        from ltjax.methods.cssfe import SpatialBackbone
-
-        trunk, kind = SpatialBackbone(trunk=trunk), "image"
+        backbone, kind = SpatialBackbone(trunk=trunk), "image"
     elif meta.input_kind == "text":
         if "tokens" not in {f.name for f in trunk.__dataclass_fields__.values()}:
             raise ValueError(f"LDRNet on text needs a text model with token states (text_pool, text_bilstm, minilm); "
                              f"{config.model.name!r} has none")
-        trunk, kind = trunk.clone(tokens=True), "text"
+        backbone, kind = TokenBackbone(trunk=trunk.clone(tokens=True)), "text"
     else:
         raise ValueError(f"LDRNet needs images or token sequences; {meta.name} is a {meta.input_kind} dataset")
-    return LDRNetModel(trunk=trunk, kind=kind, prompt=prompt_states(m, meta.class_names),
+    return LDRNetModel(backbone=backbone, kind=kind, prompt=prompt_states(m, meta.class_names),
                        num_classes=meta.num_classes, width=int(m.width), depth=int(m.depth), heads=int(m.heads),
                        mlp_dim=int(m.mlp_dim), dropout=float(m.dropout), dtype=dtype)
 

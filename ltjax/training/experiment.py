@@ -70,6 +70,14 @@ class Experiment:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must lie in [0, 1) (0 = no EMA), got {self.ema_decay}")
 
+        from ltjax.training.selection import parse_select_on
+
+        # train.select_on: (split, metric) to pick the checkpoint on, or None (the last one); checked here,
+        # before any training, against the dataset's splits
+        self.select = parse_select_on(
+            config.train.get("select_on", ""), str(config.eval.split), self.dataset.splits, self.meta.groups.names,
+            tuple(int(k) for k in config.eval.top_k),
+            extra=("odir_final",) if "odir" in self.meta.info.get("extra_metrics", ()) else ())
         self.phases = plan_phases(config, self.method, self.dataset.split("train").labels)
         self.total_steps = self.phases[-1].end
         self.example = np.zeros((1, *self.meta.input_shape), self.meta.input_dtype)
@@ -312,6 +320,22 @@ class Experiment:
         finally:
             ckpt.close()
         return restored["train"], step
+
+    def restore_selected(self, workdir: str):
+        """(train state with the selected weights, step) of a run with ``train.select_on``, or None when the
+        run has no selection record (``selection.json``, written when training ends)."""
+        from ltjax.training.selection import BestWeights, read_record
+
+        record = read_record(workdir)
+        if record is None or record.get("best_step") is None:
+            return None
+        state, _ = self.restore(workdir)
+        best = BestWeights(workdir)
+        try:
+            weights = best.restore(int(record["best_step"]), self._abstract(0))
+        finally:
+            best.close()
+        return state.replace(**weights), int(record["best_step"]), record
 
     # -- data ----------------------------------------------------------------------------------------
 

@@ -22,17 +22,19 @@ import jax
 import numpy as np
 
 from ltjax.errors import NonFiniteLossError
+from ltjax.training import selection
 from ltjax.training.checkpoint import Checkpointer
 from ltjax.training.experiment import Experiment, compute_dtype  # noqa: F401 (re-exported)
 from ltjax.training.logs import RunLog
 from ltjax.training.phases import describe
 
 
-def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int) -> dict:
+def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int, split: str | None = None) -> dict:
     from ltjax import metrics
 
     cfg = exp.config
-    scores, labels = exp.predict(params, batch_stats, cfg.eval.split, method_state)
+    split = split or cfg.eval.split
+    scores, labels = exp.predict(params, batch_stats, split, method_state)
     result = metrics.evaluate(
         scores,
         labels,
@@ -42,7 +44,7 @@ def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int) 
         threshold=float(cfg.eval.threshold),
         top_k=tuple(int(k) for k in cfg.eval.top_k),
     )
-    result.update({"step": int(step), "split": cfg.eval.split, "dataset": exp.meta.name, "method": cfg.method.name})
+    result.update({"step": int(step), "split": split, "dataset": exp.meta.name, "method": cfg.method.name})
     if "odir" in exp.meta.info.get("extra_metrics", ()):  # the ODIR-5K challenge scores (metrics.odir_scores)
         result["odir"] = metrics.odir_scores(labels, scores, threshold=float(cfg.eval.threshold))
     return result
@@ -55,19 +57,27 @@ def _write_json(path: str, value) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=None) -> dict:
+def _reported_weights(exp: Experiment, state):
+    """(the parameters the report uses, whether they are the EMA, whether the run keeps an EMA)."""
+    has_ema = bool(jax.tree.leaves(state.ema))
+    use_ema = has_ema and bool(exp.config.eval.get("use_ema", True))
+    return (state.ema if use_ema else state.params), use_ema, has_ema
+
+
+def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=None, selection=None) -> dict:
     """Evaluate on config.eval.split; write eval.json, the per-class AP plot and print the table.
 
     With an EMA of the parameters (``train.ema_decay`` > 0) both weights are evaluated: the top level of
     eval.json holds the ones ``eval.use_ema`` selects (``"weights": "ema"`` or ``"raw"``) and the key
-    ``"raw"`` / ``"ema"`` the other."""
+    ``"raw"`` / ``"ema"`` the other.  ``selection``: the record of ``train.select_on``
+    (:mod:`ltjax.training.selection`); ``state`` then holds the selected weights and ``step`` their step."""
     from ltjax import report
 
     cfg = exp.config
-    has_ema = bool(jax.tree.leaves(state.ema))
-    use_ema = has_ema and bool(cfg.eval.get("use_ema", True))
-    main = state.ema if use_ema else state.params
+    main, use_ema, has_ema = _reported_weights(exp, state)
     result = _eval_result(exp, main, state.batch_stats, state.method_state, step)
+    if selection is not None:
+        result["selection"] = dict(selection)
     if has_ema:
         result["weights"] = "ema" if use_ema else "raw"
         other = state.params if use_ema else state.ema
@@ -79,6 +89,10 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
         weights = f", {result['weights']} weights" if has_ema else ""
         title = f"{cfg.method.name} on {exp.meta.name} ({cfg.eval.split} split, step {step}{weights})"
         print(report.format_table(result, title=title), flush=True)
+        if selection is not None:
+            print(f"checkpoint: step {selection['best_step']}, the best {selection['split']} "
+                  f"{selection['metric']} ({selection['best_value']:.4f}) of {len(selection['history'])} "
+                  f"candidates (train.select_on; {cfg.eval.split} was never used to choose)", flush=True)
         if has_ema:
             o = result["raw" if use_ema else "ema"]
             print(f"({'raw' if use_ema else 'EMA'} weights: mAP {100 * o['mAP']:.2f})", flush=True)
@@ -106,6 +120,9 @@ class _Run:
         self.eval_every = int(cfg.train.eval_every_epochs)
         self.multi = len(exp.phases) > 1
         self.log = None
+        self.select_every = max(int(cfg.train.get("select_every_epochs", 1)), 1)
+        self.selection = None if exp.select is None else selection.new_record(*exp.select)
+        self.best = None if exp.select is None else selection.BestWeights(workdir)
 
     def save(self, state, step: int, phase: int, phase_step: int, iterators: dict, window: list):
         loop_state = {
@@ -113,6 +130,8 @@ class _Run:
             # a copy: the background save must not see losses appended after this step
             "window": list(window), "epoch": phase_step // max(self.exp.phases[phase].steps_per_epoch, 1),
         }
+        if self.selection is not None:
+            loop_state["selection"] = json.loads(json.dumps(self.selection))  # a copy, as for the window
         self.ckpt.save(step, {"train": state, "rng": self.rng_data}, loop_state)
 
     def check(self, step_metrics, step_number):
@@ -166,6 +185,8 @@ class _Run:
                     }
                     log.write(step, "train", values, echo=not log.has_progress_bar, phase=phase)
                     window, t_window = [], time.time()
+                if self.selection is not None and (k % (self.select_every * spe) == 0 or last):
+                    self.select(state, step, phase)  # before the checkpoint that records it
                 if step % self.ckpt_every == 0 or k % spe == 0 or last:
                     self.save(state, step, index, k, iterators, window)
                     if last:  # a phase boundary: committed before the next phase starts
@@ -177,6 +198,19 @@ class _Run:
                 if hasattr(it, "close"):  # stops grain worker processes and frees their shared memory
                     it.close()
         return state
+
+    def select(self, state, step: int, phase) -> None:
+        """Score the selection split at this candidate; keep the weights when they are the best so far."""
+        exp, (split, metric) = self.exp, self.exp.select
+        weights, _, _ = _reported_weights(exp, state)
+        value = selection.metric_value(
+            _eval_result(exp, weights, state.batch_stats, state.method_state, step, split=split), metric)
+        better = selection.consider(self.selection, step, value)
+        if better:
+            self.best.save(step, state)
+        self.log.write(step, "select", {f"{split}_{metric}": value, "best": self.selection["best_value"],
+                                        "best_step": self.selection["best_step"]},
+                       echo=not self.log.has_progress_bar, phase=phase)
 
     def pass_phase(self, state, index: int):
         plan = self.exp.phases[index]
@@ -201,6 +235,8 @@ class _Run:
             index, k = int(loop.get("phase", 0)), int(loop.get("phase_step", latest))
             restored, loop = ckpt.restore(latest, exp.checkpoint_target(index))
             state = restored["train"]
+            if self.selection is not None and loop.get("selection") is not None:
+                self.selection = loop["selection"]
             if not np.array_equal(np.asarray(restored["rng"]), np.asarray(self.rng_data)):
                 raise RuntimeError(
                     f"the checkpoint in {ckpt.directory} was made with another seed; use a fresh --workdir "
@@ -237,9 +273,21 @@ class _Run:
                     state = self.pass_phase(state, index)
                 k = plan.length
             ckpt.wait()
-            return evaluate_and_report(exp, state, self.workdir, exp.total_steps, log)
+            if self.selection is None:
+                return evaluate_and_report(exp, state, self.workdir, exp.total_steps, log)
+            record = self.selection
+            step = int(record["best_step"])
+            if step != exp.total_steps:
+                state = state.replace(**self.best.restore(step, exp._abstract(0)))
+            if jax.process_index() == 0:
+                selection.write_record(self.workdir, record)
+            log.message(f"selected the checkpoint of step {step} (best {record['split']} {record['metric']} "
+                        f"{record['best_value']:.4f} of {len(record['history'])} candidates)")
+            return evaluate_and_report(exp, state, self.workdir, step, log, selection=record)
         finally:
             log.close()
+            if self.best is not None:
+                self.best.close()
 
 
 def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
