@@ -1,6 +1,8 @@
 """LDRNet (ltjax/methods/ldrnet.py): class-label Gaussians from the passes against numpy (sharded and not),
 reverse-sampling probabilities and virtual samples, which parameters each EM step trains, the query layout,
 fallbacks for thin cells, and clear errors."""
+import json
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -343,3 +345,37 @@ def test_backbone_lives_under_backbone_trunk_so_frozen_stages_and_loaders_find_i
     for frozen in ("stem", "stage1_0"):
         chex.assert_trees_all_equal(before["backbone"]["trunk"][frozen], after[frozen])
     assert not np.array_equal(before["backbone"]["trunk"]["stage2_0"]["conv"]["kernel"], after["stage2_0"]["conv"]["kernel"])
+
+
+def test_stage1_only_row_builds(pngs):
+    """method.rounds=0 (the stage-1-only row) keeps the m_step / e_step blocks of the defaults: valid, unused."""
+    exp = Experiment(_config(**{"mesh.data": 1, "method.rounds": 0}), dataset=pngs)
+    assert [p.name for p in exp.phases] == ["stage1"]
+
+
+@pytest.mark.slow  # three tiny LDRNet runs: ~30 s here
+def test_em_rows_branched_from_a_stage1_checkpoint_equal_a_run_from_scratch(pngs, tmp_path):
+    """scripts/ablate_ldrnet.py trains stage 1 once per seed (method.rounds=0) and starts every EM row from a
+    copy of its final checkpoint: that must give exactly the run trained from scratch."""
+    import importlib
+    import sys
+
+    from helpers import REPO
+
+    from ltjax.training.loop import train_and_evaluate
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        ablate = importlib.import_module("ablate_ldrnet")
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    over = {"mesh.data": 1, "method.alpha": 1.5}
+    full = train_and_evaluate(_config(**over), str(tmp_path / "full"), dataset=pngs)
+    train_and_evaluate(_config(**over, **{"method.rounds": 0}), str(tmp_path / "stage1"), dataset=pngs)
+    assert ablate.stage1_end(str(tmp_path / "stage1")) == 2
+    ablate.branch(str(tmp_path / "stage1"), 2, str(tmp_path / "branch"))
+    branched = train_and_evaluate(_config(**over), str(tmp_path / "branch"), dataset=pngs)
+    assert [c["ap"] for c in branched["per_class"]] == [c["ap"] for c in full["per_class"]]
+    assert branched["mAP"] == full["mAP"] and branched["step"] == full["step"]
+    assert json.loads((tmp_path / "branch" / "phases.json").read_text()) == \
+        json.loads((tmp_path / "full" / "phases.json").read_text())

@@ -63,3 +63,27 @@ def test_ablate_cssfe_plans_variant_switch_and_baseline_rows():
         ablate.plan_rows("c.py", [], ["mask_mode"], [])
     with pytest.raises(SystemExit, match="share a name"):
         ablate.plan_rows("c.py", ["net0", "net0"], [], [])
+
+
+def test_ablate_ldrnet_plans_the_stage1_uniform_and_alpha_rows():
+    import importlib
+    import sys as _sys
+
+    import pytest
+
+    _sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        ablate = importlib.import_module("ablate_ldrnet")
+    finally:
+        _sys.path.remove(str(REPO / "scripts"))
+    assert ablate.plan_rows([0.0, 0.9], True) == [
+        ("stage1", ["--config.method.rounds=0"]),
+        ("uniform", ["--config.method.sampling=uniform"]),
+        ("alpha=0", ["--config.method.sampling=reverse", "--config.method.alpha=0"]),
+        ("alpha=0.9", ["--config.method.sampling=reverse", "--config.method.alpha=0.9"]),
+    ]
+    assert [r[0] for r in ablate.plan_rows([1.5], False)] == ["stage1", "alpha=1.5"]
+    with pytest.raises(SystemExit, match="not >= 0"):
+        ablate.plan_rows([-1.0], True)
+    with pytest.raises(SystemExit, match="share a name"):
+        ablate.plan_rows([0.5, 0.5], True)

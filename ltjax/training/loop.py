@@ -245,9 +245,10 @@ class _Run:
         start = 0 if latest is None else int(latest)
         self.log = log = RunLog(self.workdir, start, exp.total_steps, exp.config.train.progress_bar)
         try:
+            if jax.process_index() == 0 and (not start or not os.path.exists(os.path.join(self.workdir, "phases.json"))):
+                # (also for a run started from a copied checkpoint, e.g. scripts/ablate_ldrnet.py's branches)
+                _write_json(os.path.join(self.workdir, "phases.json"), describe(exp.phases))
             if not start:
-                if jax.process_index() == 0:
-                    _write_json(os.path.join(self.workdir, "phases.json"), describe(exp.phases))
                 if getattr(exp, "init_info", None):  # e.g. GloVe coverage of the vocabulary
                     log.write(0, "init", exp.init_info)
             for line in exp.feed.messages:

@@ -94,11 +94,14 @@ def _phase_block(config, name: str):
 def plan_phases(config, method, train_labels) -> list[PhasePlan]:
     specs = method.phase_list(config.method)
     declared = {s.block_name if isinstance(s, TrainPhase) else s.name for s in specs}
-    extra = set(config.method.get("phases", {}) or {}) - declared
+    # blocks the method's defaults carry are valid even when this config runs none of their phases (LDRNet
+    # with method.rounds=0 has no m_step / e_step)
+    default_blocks = set(method.defaults().get("phases", {}) or {})
+    extra = set(config.method.get("phases", {}) or {}) - declared - default_blocks
     if extra:
         raise ConfigError(
             f"method.phases has blocks {sorted(extra)} for phases method {method.name!r} does not have; "
-            f"its phase blocks: {', '.join(sorted(declared))}"
+            f"its phase blocks: {', '.join(sorted(declared | default_blocks))}"
         )
     batch = int(config.data.batch_size)
     plans, start = [], 0
