@@ -373,7 +373,7 @@ def torchvision_densenet_to_flax(state_dict: Mapping[str, Any], block_config=BLO
     dict in either key spelling (numpy arrays -> float32; conv kernels HWIO).  ``origin`` maps
     ``'collection/flax/path'`` to the checkpoint's key.  ``classifier.*`` and ``num_batches_tracked`` are
     ignored; CheXNet's ``densenet121.`` prefix (after the DataParallel ``module.`` one) is stripped; missing/unexpected keys and shape mismatches raise ``ValueError``."""
-    from ltjax.models.pretrained import _format_keys, place_tensors
+    from ltjax.models.pretrained import check_state_dict, place_tensors, torch_expected
 
     arch = dict(block_config=tuple(int(n) for n in block_config), growth_rate=int(growth_rate),
                 num_init_features=int(num_init_features), bn_size=int(bn_size))
@@ -388,33 +388,13 @@ def torchvision_densenet_to_flax(state_dict: Mapping[str, Any], block_config=BLO
     stem = sd.get("features.conv0.weight")
     in_channels = int(np.shape(stem)[1]) if stem is not None and np.ndim(stem) == 4 else 3
     convs, bns = torch_layout(in_channels=in_channels, **arch)
-    expected: dict[str, tuple[tuple, tuple, str]] = {}  # torch key -> (flax path, torch shape, collection)
-    for t, shape in convs.items():
-        expected[f"{t}.weight"] = (_flax_path(t) + ("kernel",), shape, "params")
-    for t, c in bns.items():
-        f = _flax_path(t)
-        expected[f"{t}.weight"] = (f + ("scale",), (c,), "params")
-        expected[f"{t}.bias"] = (f + ("bias",), (c,), "params")
-        expected[f"{t}.running_mean"] = (f + ("mean",), (c,), "batch_stats")
-        expected[f"{t}.running_var"] = (f + ("var",), (c,), "batch_stats")
-    ignored = {f"{t}.num_batches_tracked" for t in bns}
-    keys = {k for k in sd if not k.startswith("classifier.")}
-    missing, unexpected = set(expected) - keys, keys - set(expected) - ignored
-    if missing or unexpected:
-        parts = [f"the state dict does not match torchvision's {label}"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_format_keys(missing)}")
-        if unexpected:
-            shown = _format_keys(original[k] for k in unexpected)  # as the checkpoint spells them
-            parts.append(f"unexpected keys ({len(unexpected)}): {shown}")
-        parts.append(f"is it a torchvision DenseNet checkpoint with block_config {arch['block_config']}, "
+    expected = torch_expected({t: (_flax_path(t), shape) for t, shape in convs.items()},
+                              {t: (_flax_path(t), c) for t, c in bns.items()})
+    ignored = {f"{t}.num_batches_tracked" for t in bns} | {k for k in sd if k.startswith("classifier.")}
+    check_state_dict(sd, expected, ignored, label,
+                     f"is it a torchvision DenseNet checkpoint with block_config {arch['block_config']}, "
                      f"growth_rate {arch['growth_rate']}, num_init_features {arch['num_init_features']}, "
-                     f"bn_size {arch['bn_size']}?")
-        raise ValueError("; ".join(parts))
-    mismatched = [f"{original[k]}: checkpoint {list(np.shape(sd[k]))} vs {label} {list(shape)}"
-                  for k, (_, shape, _) in expected.items() if tuple(np.shape(sd[k])) != shape]
-    if mismatched:
-        raise ValueError(f"shape mismatch between the state dict and torchvision's {label}: " + "; ".join(mismatched))
+                     f"bn_size {arch['bn_size']}?", spelled=original)
     return place_tensors(sd, expected, original)
 
 

@@ -565,33 +565,49 @@ def _convert(state_dict: Mapping[str, Any], depth: int) -> tuple[dict, dict, dic
     stem = state_dict.get("conv1.weight")
     in_channels = int(np.shape(stem)[1]) if stem is not None and np.ndim(stem) == 4 else 3
     convs, bns = _resnet_layout(depth, in_channels)
-    expected: dict[str, tuple[tuple, tuple, str]] = {}  # torch key -> (flax path, torch shape, collection)
+    expected = torch_expected(convs, bns)
+    ignored = {f"{t}.num_batches_tracked" for t in bns} | {"fc.weight", "fc.bias"}
+    check_state_dict(state_dict, expected, ignored, f"resnet{depth}",
+                     f"is it a torchvision ResNet checkpoint of depth {depth}?")
+    return place_tensors(state_dict, expected)
+
+
+def torch_expected(convs: Mapping[str, tuple], bns: Mapping[str, tuple]) -> dict[str, tuple[tuple, tuple, str]]:
+    """torch key -> (flax path, torch shape, collection) for conv layers ``{torch name: (flax path, OIHW
+    shape)}`` and BatchNorm layers ``{torch name: (flax path, channels)}`` (weight / bias / running_mean /
+    running_var -> scale / bias / mean / var)."""
+    expected: dict[str, tuple[tuple, tuple, str]] = {}
     for t, (f, shape) in convs.items():
-        expected[f"{t}.weight"] = (f + ("kernel",), shape, "params")
+        expected[f"{t}.weight"] = (tuple(f) + ("kernel",), tuple(shape), "params")
     for t, (f, c) in bns.items():
+        f = tuple(f)
         expected[f"{t}.weight"] = (f + ("scale",), (c,), "params")
         expected[f"{t}.bias"] = (f + ("bias",), (c,), "params")
         expected[f"{t}.running_mean"] = (f + ("mean",), (c,), "batch_stats")
         expected[f"{t}.running_var"] = (f + ("var",), (c,), "batch_stats")
-    ignored = {f"{t}.num_batches_tracked" for t in bns} | {"fc.weight", "fc.bias"}
+    return expected
+
+
+def check_state_dict(state_dict: Mapping[str, Any], expected: Mapping[str, tuple], ignored, label: str, hint: str,
+                     spelled: Mapping[str, str] | None = None) -> None:
+    """``ValueError`` naming the missing and unexpected keys (``hint`` says what the file should be) and every
+    shape mismatch of ``state_dict`` against ``expected`` (:func:`torch_expected`; ``label`` names the
+    architecture); ``spelled`` maps a key to the way the checkpoint spells it, for the messages."""
+    spelled = spelled or {}
     keys = set(state_dict)
-    missing, unexpected = set(expected) - keys, keys - set(expected) - ignored
+    missing, unexpected = set(expected) - keys, keys - set(expected) - set(ignored)
     if missing or unexpected:
-        parts = [f"the state dict does not match torchvision's resnet{depth}"]
+        parts = [f"the state dict does not match torchvision's {label}"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_format_keys(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
-        parts.append(f"is it a torchvision ResNet checkpoint of depth {depth}?")
+            parts.append(f"unexpected keys ({len(unexpected)}): {_format_keys(spelled.get(k, k) for k in unexpected)}")
+        parts.append(hint)
         raise ValueError("; ".join(parts))
-    mismatched = []
-    for key, (_, shape, _) in expected.items():
-        got = tuple(np.shape(state_dict[key]))
-        if got != shape:
-            mismatched.append(f"{key}: checkpoint {list(got)} vs resnet{depth} {list(shape)}")
+    mismatched = [f"{spelled.get(k, k)}: checkpoint {list(np.shape(state_dict[k]))} vs {label} {list(shape)}"
+                  for k, (_, shape, _) in expected.items() if tuple(np.shape(state_dict[k])) != tuple(shape)]
     if mismatched:
-        raise ValueError(f"shape mismatch between the state dict and torchvision's resnet{depth}: " + "; ".join(mismatched))
-    return place_tensors(state_dict, expected)
+        raise ValueError(f"shape mismatch between the state dict and torchvision's {label}: " + "; ".join(mismatched))
 
 
 def place_tensors(state_dict: Mapping[str, Any], expected: Mapping[str, tuple], names: Mapping[str, str] | None = None):
