@@ -379,3 +379,73 @@ def test_em_rows_branched_from_a_stage1_checkpoint_equal_a_run_from_scratch(pngs
     assert branched["mAP"] == full["mAP"] and branched["step"] == full["step"]
     assert json.loads((tmp_path / "branch" / "phases.json").read_text()) == \
         json.loads((tmp_path / "full" / "phases.json").read_text())
+
+
+@pytest.mark.slow  # three LDRNet processes on a tiny corpus: ~60 s here
+def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """python -m ltjax.train killed with SIGKILL after the passes, inside the M-step / E-step (checkpoint every
+    step, saved in the background), then started again: records, evaluation and parameters equal a run that
+    was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO, run_module
+    from test_text import write_lines
+
+    words = ["codes", "capacity", "learning", "graphs", "quantum", "bandits", "sparse", "deep"]
+    labels = ["cs.IT", "cs.LG", "math.IT", "stat.ML", "quant-ph"]
+    rng = np.random.default_rng(0)
+
+    def docs(n):
+        return [(" ".join(rng.choice(words, 5)), " ".join(sorted(set(rng.choice(labels, 2))))) for _ in range(n)]
+
+    root = write_lines(tmp_path / "corpus", {"train": docs(48), "val": docs(8), "test": docs(16)})
+    args = ["--config", "configs/text.py:ldrnet", f"--config.data.root={root}", "--config.data.storage=files",
+            "--config.data.min_freq=1", "--config.data.max_length=8", "--config.data.batch_size=4",
+            "--config.data.eval_batch_size=8", "--config.data.groups.mode=quantile", "--config.eval.top_k=(1,)",
+            "--config.model.embed_dim=16", "--config.method.language=none", "--config.method.width=16",
+            "--config.method.heads=2", "--config.method.mlp_dim=32", "--config.method.depth=1",
+            "--config.method.phases.stage1.steps=4", "--config.method.phases.m_step.steps=8",
+            "--config.method.phases.e_step.steps=8", "--config.train.checkpoint_every=1",
+            "--config.train.log_every=1", "--config.mesh.data=1"]
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    r = run_module("ltjax.train", *args, "--workdir", ref)
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", killed], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = os.path.join(killed, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline:  # stage 1 is steps 1-4, the passes 5-6, the M-step 7-14, the E-step 15-22
+        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+        if steps and max(steps) >= 8:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(killed, "eval.json")), "the run finished before it could be killed"
+    r = run_module("ltjax.train", *args, "--workdir", killed)
+    assert r.returncode == 0, r.stderr
+    import re
+
+    resumed_at = int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))
+    assert 8 <= resumed_at < 22, resumed_at  # inside the EM round, after the passes
+
+    def records(d):
+        with open(os.path.join(d, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [{k: v for k, v in row.items() if k not in ("examples_per_s", "seconds")} for row in rows
+                if row["kind"] in ("train", "pass")]
+
+    assert records(killed) == records(ref)
+    a, b = (json.loads(open(os.path.join(d, "eval.json")).read()) for d in (ref, killed))
+    assert a["mAP"] == b["mAP"] and a["per_class"] == b["per_class"]
+    from ltjax.config import load_saved_config
+
+    exp = Experiment(load_saved_config(ref))
+    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
+    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
+    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
