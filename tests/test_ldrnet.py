@@ -449,3 +449,42 @@ def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run
     sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
     chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
     chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
+
+
+@pytest.mark.slow  # two small LDRNet runs through the loop on the medical fixtures: ~40 s here
+@pytest.mark.parametrize("name,metric", [("chestxray14", "auc_macro"), ("odir5k", "odir_final")])
+def test_the_paper_configs_select_on_the_patient_validation_part(name, metric, tmp_path, monkeypatch):
+    """configs/ldrnet_{chestxray14,odir5k}.py on their datasets' fixture trees (model and sizes shrunk, every
+    other field as shipped): the patient split has a val part, the checkpoint is chosen on it by the config's
+    metric among the candidates of every phase, and the test part is scored once, at the end."""
+    from helpers import REPO
+    from test_medical import make_nih, make_odir
+
+    from ltjax.config import load_config
+    from ltjax.training import loop
+
+    c = load_config(str(REPO / "configs" / f"ldrnet_{name}.py"))
+    c.unlock()
+    root = make_nih(tmp_path / name) if name == "chestxray14" else make_odir(tmp_path / name, fmt="csv")
+    small = _config(**{"mesh.data": 1})
+    c.data.root, c.data.storage = str(root), "files"
+    c.data.image_size, c.data.batch_size, c.data.eval_batch_size = 32, 4, 8
+    c.model, c.method = small.model, small.method  # tiny glyphnet, 1-layer encoder, no prompt, 2 steps a phase
+    c.method.phases.stage1.steps = 4
+    c.train.progress_bar, c.mesh.data = "off", 1
+    assert c.train.select_on == f"val:{metric}" and c.data.get("split", "patient") == "patient"  # (ODIR: always)
+    scored = []
+    predict = loop.Experiment.predict
+
+    def spy(self, params, batch_stats, split_name, method_state=None):
+        scored.append(split_name)
+        return predict(self, params, batch_stats, split_name, method_state)
+
+    monkeypatch.setattr(loop.Experiment, "predict", spy)
+    result = loop.train_and_evaluate(c, str(tmp_path / "run"))
+    assert scored[-1] == "test" and set(scored[:-1]) == {"val"}
+    sel = result["selection"]
+    assert (sel["split"], sel["metric"]) == ("val", metric)
+    # candidates: stage 1's epoch ends and end, then the end of the M-step and of the E-step
+    assert [s for s, _ in sel["history"]][-2:] == [4 + 2 + 2, 4 + 2 + 2 + 2]
+    assert result["step"] == sel["best_step"]
