@@ -136,14 +136,21 @@ def test_thin_cells_fall_back_without_nans():
     np.testing.assert_allclose(cov[0, 1], pooled + 1e-3 * level * np.eye(d), rtol=1e-5)  # empty cell
     np.testing.assert_allclose(cov[1, 1], pooled + 1e-3 * level * np.eye(d), rtol=1e-5)  # one example
 
+    import ml_collections
+
     class Ctx:
         gathered = {"count": count.astype(np.float32),
                     "sum": np.stack([count * 1.0, count * 2.0], axis=-1).astype(np.float32)}
-        state = {"mu": np.zeros((3, 2, 2), np.float32)}
+        state = {"mu": np.zeros((3, 2, 2), np.float32), "p": np.zeros(3, np.float32)}
+        labels = (np.arange(5)[:, None] < count[:, 1][None]).astype(np.float32)  # 0, 1, 2 positives of 5
+        config = ml_collections.ConfigDict({"method": {"alpha": 1.5, "sampling": "reverse"}})
 
-    mu = ldrnet.finish_means(Ctx).state["mu"]
+    out = ldrnet.finish_means(Ctx).state
+    mu = out["mu"]
     np.testing.assert_allclose(mu[:, 0], [[1, 2]] * 3)
     np.testing.assert_allclose(mu[0, 1], [1, 2])  # the empty cell: the other classes' label-1 means
+    # p_c comes from the config at every round (eq. 12), not from the state stage 1 left
+    np.testing.assert_allclose(out["p"], ldrnet.reverse_probabilities([0, 1, 2], 5, 1.5), rtol=1e-6)
 
 
 def test_m_step_trains_only_the_classifier_and_e_step_everything_else(pngs):
@@ -371,12 +378,19 @@ def test_em_rows_branched_from_a_stage1_checkpoint_equal_a_run_from_scratch(pngs
         sys.path.remove(str(REPO / "scripts"))
     over = {"mesh.data": 1, "method.alpha": 1.5}
     full = train_and_evaluate(_config(**over), str(tmp_path / "full"), dataset=pngs)
-    train_and_evaluate(_config(**over, **{"method.rounds": 0}), str(tmp_path / "stage1"), dataset=pngs)
+    # stage 1 with the default alpha (0.9) and uniform sampling: the branch must still sample with alpha 1.5
+    train_and_evaluate(_config(**{"mesh.data": 1, "method.rounds": 0, "method.sampling": "uniform"}),
+                       str(tmp_path / "stage1"), dataset=pngs)
     assert ablate.stage1_end(str(tmp_path / "stage1")) == 2
     ablate.branch(str(tmp_path / "stage1"), 2, str(tmp_path / "branch"))
     branched = train_and_evaluate(_config(**over), str(tmp_path / "branch"), dataset=pngs)
     assert [c["ap"] for c in branched["per_class"]] == [c["ap"] for c in full["per_class"]]
     assert branched["mAP"] == full["mAP"] and branched["step"] == full["step"]
+    def m_step_losses(d):
+        rows = [json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines() if line]
+        return [r["loss"] for r in rows if r.get("phase") == "m_step_0"]
+
+    assert m_step_losses("branch") == m_step_losses("full")
     assert json.loads((tmp_path / "branch" / "phases.json").read_text()) == \
         json.loads((tmp_path / "full" / "phases.json").read_text())
 

@@ -309,7 +309,12 @@ def finish_means(ctx):
         have = ~empty[:, j]
         if empty[:, j].any():
             mu[empty[:, j], j] = mu[have, j].mean(axis=0) if have.any() else 0.0
-    state = {**ctx.state, "mu": mu.astype(np.float32)}
+    # p_c (eq. 12) from this config's sampling and alpha at every round: nothing of stage 1 depends on them,
+    # so a run resumed from another row's stage-1 checkpoint (scripts/ablate_ldrnet.py) samples as its config says
+    labels = np.asarray(ctx.labels)
+    p = reverse_probabilities(labels.sum(axis=0), len(labels), float(ctx.config.method.alpha),
+                              str(ctx.config.method.sampling))
+    state = {**ctx.state, "mu": mu.astype(np.float32), "p": p.astype(np.asarray(ctx.state["p"]).dtype)}
     return PassResult(state=state, info={"cells_empty": int(empty.sum()), "cells_single": int((count == 1).sum())})
 
 
