@@ -1,7 +1,7 @@
 """LDRNet on NIH ChestX-ray14 with the paper's setting (seed 004; ``ltjax/methods/ldrnet.py``).
 
 arg: the row of the paper's ablations (default "full"): "full" (stage 1 + EM with reverse sampling),
-"stage1" (stage 1 only: ``method.rounds=0``), "uniform" (EM with p_c = 0.5, Table 6), "no_prompt" (label
+"stage1" (stage 1 only: ``method.rounds=0``), "uniform" (EM with p_c = F_c, the data's label rates: Table 6), "no_prompt" (label
 queries only, no language model).  E.g. ``--config configs/ldrnet_chestxray14.py:stage1``.  Needs the NIH
 release under ``--config.data.root`` or ``$LTJAX_DATA_DIR/chestxray14`` (layout in ltjax/data/medical.py);
 without it the run stops at once naming what to prepare.

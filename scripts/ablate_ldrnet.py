@@ -3,7 +3,7 @@
   python scripts/ablate_ldrnet.py --config configs/tiles_voc_lt.py:ldrnet --seeds 0 1 2 \
       --workdir runs/ldr_tiles_ablation [--alphas 0 0.5 0.9 1.5] [--no-uniform] [--jobs 2] [--config.X=Y ...]
 
-Rows: ``stage1`` (``method.rounds=0``: the paper's stage-1-only row), ``uniform`` (p_c = 0.5, Table 6) and
+Rows: ``stage1`` (``method.rounds=0``: the paper's stage-1-only row), ``uniform`` (p_c = F_c, instance-uniform: Table 6) and
 ``alpha=A`` for each ``--alphas`` (reverse sampling, eq. 12; 0.9 is the full LDRNet).
 
 Stage 1 does not read ``method.alpha``, ``method.sampling`` or ``method.rounds`` (they act from the first

@@ -87,7 +87,8 @@ def test_reverse_probabilities_and_virtual_samples():
     w = (1 / (f + 1e-9)) ** 0.9
     np.testing.assert_allclose(ldrnet.reverse_probabilities(counts, n, 0.9), w / w.sum(), rtol=1e-6)
     np.testing.assert_allclose(ldrnet.reverse_probabilities(counts, n, 0.0), 0.25, rtol=1e-6)
-    np.testing.assert_array_equal(ldrnet.reverse_probabilities(counts, n, 0.9, "uniform"), 0.5)
+    # Table 6's uniform sampling: virtual label rates equal the training images' own (p_c = F_c)
+    np.testing.assert_allclose(ldrnet.reverse_probabilities(counts, n, 0.9, "uniform"), counts / n, rtol=1e-6)
     rng = np.random.default_rng(0)
     c, d = 4, 3
     mu = rng.normal(size=(c, 2, d)).astype(np.float32)

@@ -42,8 +42,9 @@ Stage 2 (eqs. 8-16), after stage 1, ``method.rounds`` EM rounds, each:
    the step's key (``TrainPhase.loss_rng``): per virtual image (``method.virtual_batch``) and class, r_c ~
    U(0, 1) picks the label-1 Gaussian when r_c <= p_c, else the label-0 one (eq. 13), BCE on those labels;
    reverse sampling p_c = (1/(F_c + eps))^alpha / sum_j (1/(F_j + eps))^alpha (eq. 12; ``alpha`` 0.9, eps
-   1e-9, F_c the training frequency n_c / N), or ``method.sampling`` "uniform" (p_c = 0.5, Table 6's
-   ablation).  The backbone runs in evaluation mode on the step's real batch, which the loss does not
+   1e-9, F_c the training frequency n_c / N), or ``method.sampling`` "uniform" (p_c = F_c: virtual images
+   drawn like the training images, head classes positive as often as in the data: Table 6's "uniform
+   sampling ... [which] might result in fewer tail samples compared to head samples").  The backbone runs in evaluation mode on the step's real batch, which the loss does not
    read, so XLA removes that computation;
 3. phase ``e_step``: the encoder and backbone train with the classifier frozen, under the multi-label GCE
    (q ``method.gce_q`` 0.8; ``ltjax.losses.gce``: l = (1 - p_t^q) / q per class, the paper's eq. 16 being
@@ -253,11 +254,11 @@ def build_ldrnet(config, meta, dtype) -> LDRNetModel:
 
 def reverse_probabilities(counts, num_train: int, alpha: float, sampling: str = "reverse") -> np.ndarray:
     """p_c of eq. 12: (1/(F_c + eps))^alpha / sum_j (1/(F_j + eps))^alpha, F_c = n_c / N (float64 on the host);
-    ``sampling="uniform"``: 0.5 for every class."""
+    ``sampling="uniform"``: p_c = F_c, the label rates of the training images (instance-uniform sampling)."""
     counts = np.asarray(counts, np.float64)
-    if sampling == "uniform":
-        return np.full(counts.shape, 0.5, np.float32)
     freq = counts / max(int(num_train), 1)
+    if sampling == "uniform":
+        return freq.astype(np.float32)
     w = np.power(1.0 / (freq + EPS), float(alpha))
     return (w / w.sum()).astype(np.float32)
 
@@ -420,7 +421,7 @@ def _defaults():
     c.covariance = "auto"  # "auto" | "full" | "diagonal"
     c.max_cov_gb = 1.0
     c.ridge = 1e-3
-    c.sampling = "reverse"  # "reverse" (eq. 12) | "uniform" (p_c = 0.5)
+    c.sampling = "reverse"  # "reverse" (eq. 12) | "uniform" (p_c = F_c, the data's own label rates)
     c.alpha = 0.9
     c.virtual_batch = 32
     c.gce_q = 0.8
