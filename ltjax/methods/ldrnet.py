@@ -55,8 +55,11 @@ Phase lengths and optimisers: ``method.phases.stage1`` (0 epochs = ``train.num_e
 per real batch) at the run's learning rate held constant, without warm-up: it is cheap, and one epoch under
 a recipe's warm-up and decay leaves the classifier where stage 1 put it (tiles_voc_lt, SGD recipe, seed 0:
 one epoch of a 50-step warm-up times a 36-step cosine moved the class weight vectors by < 4% and the biases
-by ~0.02, and mAP went 84.05 -> 84.46; 10 constant epochs give 85.63, tail 66.45 -> 70.58).  The E-step
-defaults to 1 epoch under the run's schedule.  Paper recipe (configs/ldrnet_*.py): Adam lr 1e-4, betas
+by ~0.02, and mAP went 84.05 -> 84.46; 10 constant epochs give 85.63, tail 66.45 -> 70.58; over 3 seeds
+the EM round adds +0.54 mAP with 10 epochs and -0.16 with one).  The evidence is mixed: on iu_xray_reports
+(text recipe, Adam 1e-3) one epoch under the recipe's warm-up added +0.94 on average and 10 epochs +0.41
+(docs/RESULTS.md, "LDRNet (issue 15)"); the paper gives no length.  The E-step defaults to 1 epoch under
+the run's schedule.  Paper recipe (configs/ldrnet_*.py): Adam lr 1e-4, betas
 (0.9, 0.999), weight decay 1e-5, batch 32, 512 px resized then 448 cropped.
 """
 from __future__ import annotations
