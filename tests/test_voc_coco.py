@@ -392,7 +392,8 @@ def test_transforms_decode_to_float_images(name, voc, coco):
     assert batch["inputs"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) and batch["labels"].shape[0] == 4
 
 
-@pytest.mark.parametrize("spec, method", [("configs/voc_lt.py:db_focal", "db_focal"), ("configs/hmt_voc.py", "hmt")])
+@pytest.mark.parametrize("spec, method", [  # (the hmt case, ~20 s, runs with make test-slow: the suite's time)
+    ("configs/voc_lt.py:db_focal", "db_focal"), pytest.param("configs/hmt_voc.py", "hmt", marks=pytest.mark.slow)])
 def test_voc_lt_configs_train_and_evaluate_through_the_cli(voc_root, tmp_path, spec, method):
     """The VOC-LT configs end to end on the fixture VOCdevkit (small images, ResNet-18, a few steps)."""
     from helpers import run_module
