@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import re
 import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval
+from seed_runs import format_cell as _cell, train_and_read_eval, write_table
 
 VARIANTS = ("net0", "net1", "net2", "net3")
 
@@ -116,12 +115,7 @@ def main(argv=None):
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"]
               + "; s/run: wall seconds of a run (a finished run read back counts ~0)", "", f"Command: `{command}`"]
     table = "\n".join(lines)
-    print(table)
-    os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "ablation.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.workdir, "ablation.json"), "w") as f:
-        json.dump({"command": command, "seeds": args.seeds, "rows": results}, f, indent=2)
+    write_table(args.workdir, "ablation", table, {"command": command, "seeds": args.seeds, "rows": results})
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ group-mAP tables), WORKDIR/ablation.json and WORKDIR/ablation.png (mAP against l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from seed_runs import format_cell as _cell, train_and_read_eval as _run
+from seed_runs import format_cell as _cell, train_and_read_eval as _run, write_table
 
 
 def main(argv=None):
@@ -61,12 +60,7 @@ def main(argv=None):
                         "--workdir", args.workdir, *overrides])
     lines += ["mean ± sample std over seeds, percent", "", f"Command: `{command}`"]
     table = "\n".join(lines)
-    print(table)
-    os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "ablation.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.workdir, "ablation.json"), "w") as f:
-        json.dump({"command": command, "results": results}, f, indent=2)
+    write_table(args.workdir, "ablation", table, {"command": command, "results": results})
 
     import matplotlib
 

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval
+from seed_runs import format_cell as _cell, train_and_read_eval, write_table
 
 
 def plan_rows(alphas, uniform: bool) -> list[tuple[str, list[str]]]:
@@ -131,12 +131,7 @@ def main(argv=None):
               "its seed's stage-1 checkpoint; s/run: wall seconds of that row's run (the stage1 row's counts stage "
               "1 unless it was branched too; a finished run read back counts ~0)", "", f"Command: `{command}`"]
     table = "\n".join(lines)
-    print(table)
-    os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "ablation.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.workdir, "ablation.json"), "w") as f:
-        json.dump({"command": command, "seeds": args.seeds, "rows": results}, f, indent=2)
+    write_table(args.workdir, "ablation", table, {"command": command, "seeds": args.seeds, "rows": results})
 
 
 if __name__ == "__main__":

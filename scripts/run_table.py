@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import re
 import statistics
 import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval
+from seed_runs import format_cell as _cell, train_and_read_eval, write_table
 
 
 def _name(spec: str) -> str:
@@ -110,12 +109,7 @@ def main(argv=None):
         *overrides])
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
     table = "\n".join(lines)
-    print(table)
-    os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "table.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.workdir, "table.json"), "w") as f:
-        json.dump({"command": command, "seeds": args.seeds, "runs": runs, "calibration": calibration}, f, indent=2)
+    write_table(args.workdir, "table", table, {"command": command, "seeds": args.seeds, "runs": runs, "calibration": calibration})
 
 
 if __name__ == "__main__":

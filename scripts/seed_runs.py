@@ -1,5 +1,5 @@
-"""Shared by the multi-run scripts (run_table.py, ablate_hmt.py): one training run as a subprocess,
-and the "mean ± std" table cell of a summarize_runs statistic."""
+"""Shared by the multi-run scripts (run_table.py, ablate_*.py): one training run as a subprocess, the
+"mean ± std" table cell of a summarize_runs statistic, and printing + writing a table with its JSON."""
 from __future__ import annotations
 
 import json
@@ -24,3 +24,13 @@ def format_cell(stat) -> str:
     if stat is None or stat["mean"] is None:
         return "n/a"
     return f"{100 * stat['mean']:.2f}" + ("" if stat["std"] is None else f" ± {100 * stat['std']:.2f}")
+
+
+def write_table(workdir: str, stem: str, table: str, payload: dict) -> None:
+    """Print the Markdown ``table`` and write it to WORKDIR/STEM.md, ``payload`` to WORKDIR/STEM.json."""
+    print(table)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, f"{stem}.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(workdir, f"{stem}.json"), "w") as f:
+        json.dump(payload, f, indent=2)

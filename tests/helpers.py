@@ -56,3 +56,14 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
         timeout=timeout,
         **popen,
     )
+
+
+def import_script(name: str):
+    """The module ``scripts/NAME.py`` (scripts import their siblings, so scripts/ is on the path meanwhile)."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))

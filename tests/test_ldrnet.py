@@ -41,6 +41,16 @@ def pngs(tmp_path_factory):
     return _png_dataset(str(tmp_path_factory.mktemp("png")))
 
 
+def _records(workdir):
+    """The train and pass records of a run's metrics.jsonl, without the timing fields."""
+    import os
+
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [{k: v for k, v in row.items() if k not in ("examples_per_s", "seconds")} for row in rows
+            if row["kind"] in ("train", "pass")]
+
+
 def _class_features(exp, state):
     split = exp.dataset.split("train")
     x = np.stack([exp.dataset.eval_transform(split[i])["inputs"] for i in range(len(split))])
@@ -303,7 +313,6 @@ def test_an_em_round_interrupted_and_resumed_is_bit_identical(pngs, tmp_path, mo
     key) and resumed in a fresh Experiment: parameters, Gaussians, losses and evaluation equal an
     uninterrupted run's bit for bit."""
     import json
-    import os
 
     from ltjax.training import loop
 
@@ -326,13 +335,7 @@ def test_an_em_round_interrupted_and_resumed_is_bit_identical(pngs, tmp_path, mo
     assert len(calls) == 3  # the M-step's second batch and the E-step's two: it went on from the checkpoint
     assert json.dumps(full, sort_keys=True) == json.dumps(resumed, sort_keys=True)
 
-    def records(d):
-        with open(os.path.join(d, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return [{k: v for k, v in r.items() if k not in ("examples_per_s", "seconds")} for r in rows
-                if r["kind"] in ("train", "pass")]
-
-    assert records(full_dir) == records(part_dir)
+    assert _records(full_dir) == _records(part_dir)
     a = Experiment(config, dataset=pngs).restore(full_dir)[0]
     b = Experiment(config, dataset=pngs).restore(part_dir)[0]
     chex.assert_trees_all_equal(jax.device_get(a.params), jax.device_get(b.params))
@@ -365,18 +368,11 @@ def test_stage1_only_row_builds(pngs):
 def test_em_rows_branched_from_a_stage1_checkpoint_equal_a_run_from_scratch(pngs, tmp_path):
     """scripts/ablate_ldrnet.py trains stage 1 once per seed (method.rounds=0) and starts every EM row from a
     copy of its final checkpoint: that must give exactly the run trained from scratch."""
-    import importlib
-    import sys
-
-    from helpers import REPO
+    from helpers import import_script
 
     from ltjax.training.loop import train_and_evaluate
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        ablate = importlib.import_module("ablate_ldrnet")
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    ablate = import_script("ablate_ldrnet")
     over = {"mesh.data": 1, "method.alpha": 1.5}
     full = train_and_evaluate(_config(**over), str(tmp_path / "full"), dataset=pngs)
     # stage 1 with the default alpha (0.9) and uniform sampling: the branch must still sample with alpha 1.5
@@ -449,13 +445,7 @@ def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run
     resumed_at = int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))
     assert 8 <= resumed_at < 22, resumed_at  # inside the EM round, after the passes
 
-    def records(d):
-        with open(os.path.join(d, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return [{k: v for k, v in row.items() if k not in ("examples_per_s", "seconds")} for row in rows
-                if row["kind"] in ("train", "pass")]
-
-    assert records(killed) == records(ref)
+    assert _records(killed) == _records(ref)
     a, b = (json.loads(open(os.path.join(d, "eval.json")).read()) for d in (ref, killed))
     assert a["mAP"] == b["mAP"] and a["per_class"] == b["per_class"]
     from ltjax.config import load_saved_config

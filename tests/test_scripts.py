@@ -38,16 +38,11 @@ def test_bench_images_runs_host_and_device_rows(tmp_path):
 
 
 def test_ablate_cssfe_plans_variant_switch_and_baseline_rows():
-    import importlib
-    import sys as _sys
-
     import pytest
 
-    _sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        ablate = importlib.import_module("ablate_cssfe")
-    finally:
-        _sys.path.remove(str(REPO / "scripts"))
+    from helpers import import_script
+
+    ablate = import_script("ablate_cssfe")
     rows = ablate.plan_rows("configs/tiles_voc_lt.py:cssfe", ["net0", "net3"], ["mask_mode=multiply"],
                             ["configs/tiles_voc_lt.py:bce"])
     assert rows == [
@@ -66,16 +61,11 @@ def test_ablate_cssfe_plans_variant_switch_and_baseline_rows():
 
 
 def test_ablate_ldrnet_plans_the_stage1_uniform_and_alpha_rows():
-    import importlib
-    import sys as _sys
-
     import pytest
 
-    _sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        ablate = importlib.import_module("ablate_ldrnet")
-    finally:
-        _sys.path.remove(str(REPO / "scripts"))
+    from helpers import import_script
+
+    ablate = import_script("ablate_ldrnet")
     assert ablate.plan_rows([0.0, 0.9], True) == [
         ("stage1", ["--config.method.rounds=0"]),
         ("uniform", ["--config.method.sampling=uniform"]),
