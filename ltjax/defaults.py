@@ -27,6 +27,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.class_aware_draws = 3  # images taken per class draw
     c.data.class_aware_epoch = "db"  # class-aware epoch: "db" (max(n_c) * C / divisor) | "num_examples" (N)
     c.data.class_aware_epoch_divisor = 4  # "db" epoch length = max(n_c) * C / divisor
+    # partial labels (COMIC's PLT setting, ltjax/data/partial.py): hide this fraction of the training
+    # positives (seeded by missing_seed alone, so every method sees the same ones); test labels stay complete
+    c.data.missing_ratio = 0.0
+    c.data.missing_seed = 0
+    c.data.missing_min_observed = 1  # never hide a class's last positive(s); 0 = a plain uniform draw
     c.data.batch_size = 32  # global batch size (all processes together)
     c.data.eval_batch_size = 256
     c.data.num_workers = 0  # grain worker processes (0 = read in threads of the main process)

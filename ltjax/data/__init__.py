@@ -43,7 +43,11 @@ def register_defaults(name: str, fn) -> None:
 
 
 def build_dataset(data_cfg) -> Dataset:
-    return DATASETS.get(data_cfg.name)(data_cfg)
+    """The dataset ``data_cfg.name`` with ``data.missing_ratio`` of its training positives hidden
+    (:mod:`ltjax.data.partial`; none by default)."""
+    from ltjax.data.partial import apply_missing_labels
+
+    return apply_missing_labels(DATASETS.get(data_cfg.name)(data_cfg), data_cfg)
 
 
 __all__ = [

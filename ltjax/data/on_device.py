@@ -446,7 +446,11 @@ class DeviceData:
 
     def host_extras(self):
         """Per-example host arrays the index pipeline adds to each batch (gathered by index)."""
-        return {"size": self.train_sizes} if self.kind == "image" else {}
+        extras = {"size": self.train_sizes} if self.kind == "image" else {}
+        hidden = getattr(self.dataset.split("train"), "hidden_mask", None)
+        if hidden is not None:  # partial labels (ltjax/data/partial.py): which positives were hidden
+            extras["hidden"] = hidden
+        return extras
 
     @property
     def uses_positions(self) -> bool:

@@ -148,7 +148,7 @@ class Method:
     build_model: Callable[[Any, Any, Any], nn.Module]
     # (outputs, batch, stats, method_cfg, state=None) -> (loss, aux dict of scalars)
     loss: Callable[..., tuple[jax.Array, dict]]
-    # (outputs, state=None) -> scores [B, C] in [0, 1]
+    # (outputs, state=None) -> scores [B, C] in [0, 1]; with scores_use_config (outputs, state, method_cfg)
     scores: Callable[..., jax.Array]
     # (config, params) -> pytree of bool, False for frozen parameters
     trainable_mask: Callable[[Any, Any], Any] = None
@@ -161,6 +161,10 @@ class Method:
     init_state: Callable[..., Any] | None = None
     # the dataset input kinds the method's model accepts (DatasetMeta.input_kind); CSSFE needs images
     input_kinds: tuple[str, ...] = ("features", "image", "text")
+    # scores(outputs, state, method_cfg): scoring that a config field chooses (e.g. COMIC's test branch)
+    scores_use_config: bool = False
+    # (final method state) -> JSON-able dict for eval.json["method_summary"] (e.g. COMIC's label recalls)
+    summary: Callable[[Any], dict] | None = None
 
     def __post_init__(self):
         if self.trainable_mask is None:

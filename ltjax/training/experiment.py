@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import losses
-from ltjax.data import build_dataset
+from ltjax.data import build_dataset, partial
 from ltjax.methods import METHODS
 from ltjax.methods.base import PassContext, path_mask
 from ltjax.training import devices
@@ -41,6 +41,8 @@ class Experiment:
     def __init__(self, config, dataset=None):
         self.config = config
         self.dataset = dataset if dataset is not None else build_dataset(config.data)
+        if partial.hidden_split(self.dataset) is None:  # a dataset passed in: data.missing_ratio still applies
+            self.dataset = partial.apply_missing_labels(self.dataset, config.data)
         self.meta = self.dataset.meta
         self.method = METHODS.get(config.method.name)
         self.dtype = compute_dtype(config)
@@ -116,7 +118,7 @@ class Experiment:
                 out_shardings=(sh, self.replicated),
                 donate_argnums=0,
             )
-        eval_step = make_eval_step(self.model, self.method, self.dtype)
+        eval_step = make_eval_step(self.model, self.method, self.dtype, config.method)
         self._eval = jax.jit(
             lambda params, batch_stats, mstate, batch: eval_step(params, batch_stats, self.feed.eval_inputs(batch), mstate),
             out_shardings=self.batch_sharding,

@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 
+from ltjax.data import partial
 from ltjax.errors import NonFiniteLossError
 from ltjax.training import selection
 from ltjax.training.checkpoint import Checkpointer
@@ -78,6 +79,10 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
     result = _eval_result(exp, main, state.batch_stats, state.method_state, step)
     if selection is not None:
         result["selection"] = dict(selection)
+    if exp.method.summary is not None and jax.tree.leaves(state.method_state):
+        result["method_summary"] = exp.method.summary(jax.device_get(state.method_state))
+    if "partial_labels" in exp.meta.info:  # data.missing_ratio > 0 (ltjax/data/partial.py)
+        result["partial_labels"] = dict(exp.meta.info["partial_labels"])
     if has_ema:
         result["weights"] = "ema" if use_ema else "raw"
         other = state.params if use_ema else state.ema
@@ -93,6 +98,11 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
             print(f"checkpoint: step {selection['best_step']}, the best {selection['split']} "
                   f"{selection['metric']} ({selection['best_value']:.4f}) of {len(selection['history'])} "
                   f"candidates (train.select_on; {cfg.eval.split} was never used to choose)", flush=True)
+        if "partial_labels" in result:
+            p = result["partial_labels"]
+            print(f"partial labels: {p['hidden']} of {p['positives']} training positives hidden "
+                  f"(data.missing_ratio {p['missing_ratio']:g}, data.missing_seed {p['missing_seed']}); "
+                  f"{p['groups']}", flush=True)
         if has_ema:
             o = result["raw" if use_ema else "ema"]
             print(f"({'raw' if use_ema else 'EMA'} weights: mAP {100 * o['mAP']:.2f})", flush=True)
@@ -248,6 +258,8 @@ class _Run:
             if jax.process_index() == 0 and (not start or not os.path.exists(os.path.join(self.workdir, "phases.json"))):
                 # (also for a run started from a copied checkpoint, e.g. scripts/ablate_ldrnet.py's branches)
                 _write_json(os.path.join(self.workdir, "phases.json"), describe(exp.phases))
+            if jax.process_index() == 0 and not os.path.exists(os.path.join(self.workdir, partial.HIDDEN_FILE)):
+                partial.write_hidden(self.workdir, exp.dataset)  # the hidden training positives, if any
             if not start:
                 if getattr(exp, "init_info", None):  # e.g. GloVe coverage of the vocabulary
                     log.write(0, "init", exp.init_info)

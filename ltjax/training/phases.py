@@ -114,6 +114,11 @@ def plan_phases(config, method, train_labels) -> list[PhasePlan]:
             continue
         assert isinstance(spec, TrainPhase)
         stream_cfg = block.get("streams", {}) if block is not None else {}
+        # streams the method's default block names are valid even when this config leaves them out (COMIC
+        # without its balancer trains one stream)
+        default_block = (method.defaults().get("phases", {}) or {}).get(spec.block_name, None)
+        optional = set((default_block.get("streams", {}) or {}) if default_block is not None else {})
+        stream_cfg = {k: v for k, v in (stream_cfg or {}).items() if k in spec.streams or k not in optional}
         unknown = set(stream_cfg or {}) - set(spec.streams)
         if unknown:
             raise ConfigError(f"{where}.streams names {sorted(unknown)}; the phase's streams are {list(spec.streams)}")

@@ -120,11 +120,14 @@ def make_train_step(model, method, method_cfg, stats, tx, compute_dtype, schedul
     return lambda state, batch, rng: step(state, {"main": batch}, rng)
 
 
-def make_eval_step(model, method, compute_dtype):
-    """(params, batch_stats, inputs[, method_state]) -> scores [B, C] float32, no randomness, no state change."""
+def make_eval_step(model, method, compute_dtype, method_cfg=None):
+    """(params, batch_stats, inputs[, method_state]) -> scores [B, C] float32, no randomness, no state change.
+    A method with ``scores_use_config`` gets ``method_cfg`` too."""
 
     def eval_step(params, batch_stats, inputs, method_state=None):
         outputs = model.apply(_variables(params, batch_stats), _cast(inputs, compute_dtype), train=False)
+        if getattr(method, "scores_use_config", False):
+            return method.scores(outputs, method_state, method_cfg).astype(jnp.float32)
         return method.scores(outputs, method_state).astype(jnp.float32)
 
     return eval_step
