@@ -19,17 +19,20 @@ from ltjax.defaults import experiment_config
 
 DATASET = "voc_lt"
 SUMMED_LOSSES = ("asl", "cssfe")  # reduce by a SUM over the batch's B x C entries (the reference ASL does; CSSFE trains with it)
+CLASS_SUMMED_LOSSES = ("comic",)  # a sum over the C classes, a mean over the batch
 NUM_CLASSES = {"voc_lt": 20, "tiles_voc_lt": 20, "coco_lt": 80}  # of the datasets this recipe serves
 
 
 def summed_loss_scale(method: str, batch_size: int, dataset: str) -> int:
     """How many times larger ``method``'s gradient is than a loss that MEANS over the B x C entries of a
     batch (the losses this recipe's SGD lr 0.02 and clip 35 were tuned for): B * C for a summed loss
-    (ASL), else 1.  Plain SGD multiplies the gradient, so the recipe divides the lr and multiplies the
+    (ASL), C for COMIC's (summed over classes, averaged over the batch), else 1.  Plain SGD multiplies the gradient, so the recipe divides the lr and multiplies the
     clipping norm by it, which gives the same steps (at lr 0.05, batch 32, 20 classes ASL diverged on
     tiles_voc_lt: training loss 91 -> 368).  ASL's own recipe uses Adam, which is invariant to that scale."""
     if method in SUMMED_LOSSES and dataset in NUM_CLASSES:
         return int(batch_size) * NUM_CLASSES[dataset]
+    if method in CLASS_SUMMED_LOSSES and dataset in NUM_CLASSES:  # COMIC: C
+        return NUM_CLASSES[dataset]
     return 1
 
 

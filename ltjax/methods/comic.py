@@ -224,8 +224,10 @@ class COMICNet(nn.Module):
         if self.htb:
             q = feats["balanced"][:, None, :]
             kv = jnp.stack([feats["head"], feats["tail"]], axis=1)
+            # no biases: a key bias shifts both keys' scores alike, so its gradient is rounding noise that Adam
+            # would turn into full-size steps
             att = nn.MultiHeadDotProductAttention(num_heads=self.attn_heads, qkv_features=dim, out_features=dim,
-                                                  dtype=self.dtype, name="attention")(q, kv)
+                                                  use_bias=False, dtype=self.dtype, name="attention")(q, kv)
             feats["balanced"] = feats["balanced"] + att[:, 0, :].astype(jnp.float32)
         bound = 1.0 / math.sqrt(dim)
         init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)  # noqa: E731
@@ -337,12 +339,10 @@ def comic_loss(outputs, batch, stats, cfg, state=None):
         else:
             targets[s] = y
     stream = (lambda b: STREAM_OF[b]) if bool(cfg.htb) else (lambda b: "main")
-    own = {b: _loss_of(mfm_terms(logits[stream(b)][b], jnp.asarray(batch[stream(b)]["labels"], jnp.float32)
-                                 if not use_rlc else targets[stream(b)], gp, gn, clip)) for b in branches}
-    # L_mfm on the observed labels; with RLC the corrected labels feed L_rlc (and HTB)
-    l_mfm = jnp.mean(jnp.stack([_loss_of(mfm_terms(logits[stream(b)][b], jnp.asarray(batch[stream(b)]["labels"],
-                                                                                     jnp.float32), gp, gn, clip))
-                                for b in branches]))
+    # each branch's own MFM loss on its stream's observed labels; L_mfm is their mean, kappa uses them
+    own = {b: _loss_of(mfm_terms(logits[stream(b)][b], jnp.asarray(batch[stream(b)]["labels"], jnp.float32),
+                                 gp, gn, clip)) for b in branches}
+    l_mfm = jnp.mean(jnp.stack([own[b] for b in branches]))
     aux = {"l_mfm": l_mfm}
     total = float(cfg.lambda_m) * l_mfm
     if use_rlc:
