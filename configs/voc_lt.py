@@ -18,7 +18,7 @@ torch); left empty, it starts from random weights, which is not the published re
 from ltjax.defaults import experiment_config
 
 DATASET = "voc_lt"
-SUMMED_LOSSES = ("asl", "cssfe")  # reduce by a SUM over the batch's B x C entries (the reference ASL does; CSSFE trains with it)
+SUMMED_LOSSES = ("asl", "cssfe", "hill")  # reduce by a SUM over the batch's B x C entries (the reference ASL and Hill code do; CSSFE trains with ASL)
 CLASS_SUMMED_LOSSES = ("comic",)  # a sum over the C classes, a mean over the batch
 NUM_CLASSES = {"voc_lt": 20, "tiles_voc_lt": 20, "coco_lt": 80}  # of the datasets this recipe serves
 

@@ -301,3 +301,53 @@ def test_comic_configs_rows_and_missing_data_stops_at_once(tmp_path):
     r = run_module("ltjax.train", "--config", "configs/comic_voc.py", "--workdir", str(tmp_path / "run"),
                    f"--config.data.root={tmp_path / 'nowhere'}", timeout=120)
     assert r.returncode != 0 and "VOCdevkit" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def _hill_numpy(z, y, lamb=1.5, m=1.0, gamma=2.0):
+    pm, p = _sigmoid(z - m), _sigmoid(z)
+    return np.where(y > 0.5, -((1 - pm) ** gamma) * np.log(pm), (lamb - p) * p ** 2)
+
+
+def _splc_numpy(z, y, tau=0.6, m=1.0, gamma=2.0, correct=True):
+    zz = np.where(y > 0.5, z - m, z)
+    yy = np.where(correct & (_sigmoid(zz) > tau), 1.0, y)
+    p = _sigmoid(zz)
+    pt = np.where(yy > 0.5, 1 - p, p)
+    return -np.where(yy > 0.5, np.log(p), np.log(1 - p)) * pt ** gamma, yy
+
+
+@pytest.mark.parametrize("variant", ["hill", "splc"])
+def test_hill_and_splc_losses_by_hand_and_a_few_training_steps(variant):
+    from ltjax.methods import partial_label
+
+    z = np.array([[2.0, -1.0, 3.0, 0.1], [0.3, 1.5, -2.0, 0.3]])
+    y = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+    cfg = partial_label._defaults()
+    cfg.variant = variant
+    state = {"steps": jnp.float32(4), "steps_per_epoch": jnp.float32(4)}
+    got, aux = partial_label._loss({"logits": jnp.asarray(z)}, {"labels": jnp.asarray(y)}, None, cfg, state)
+    if variant == "hill":
+        want = _hill_numpy(z, y).sum()
+        # the negatives' weight: a confident "negative" (p 0.95) costs less than a p 0.6 one would under BCE's slope
+        assert _hill_numpy(np.array([3.0]), np.array([0.0]))[0] < -np.log(1 - _sigmoid(3.0))
+    else:
+        terms, yy = _splc_numpy(z, y)
+        want = terms.sum()
+        assert yy[0, 2] == 1 and yy[1, 0] == 0 and float(aux["recalled"]) == 1  # sigma(3) > 0.6 recalled
+        before, _ = partial_label._loss({"logits": jnp.asarray(z)}, {"labels": jnp.asarray(y)}, None, cfg,
+                                        {**state, "steps": jnp.float32(3)})
+        np.testing.assert_allclose(float(before), _splc_numpy(z, y, correct=False)[0].sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    c = small_synthetic_config(**{"mesh.data": 1, "data.missing_ratio": 0.3, "train.steps_per_epoch": 3,
+                                 "train.num_epochs": 3})
+    c.method = METHODS.get("hill").defaults()
+    c.method.variant = variant
+    exp = Experiment(c)
+    state, step = exp.initial_state(), exp.phase_step(0)
+    it = exp.train_iterator()
+    values = []
+    for _ in range(8):
+        state, m = step(state, {"main": exp.global_batch(next(it))}, exp.train_rng)
+        values.append(float(m["loss"]))
+    assert np.isfinite(values).all() and np.mean(values[-3:]) < np.mean(values[:3])
+    assert float(jax.device_get(state.method_state["steps"])) == 8
