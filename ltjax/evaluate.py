@@ -1,8 +1,8 @@
-"""Command line: ``python -m ltjax.evaluate --workdir DIR [--step N] [--config.eval.X=V ...]``.
+"""Command line: ``python -m ltjax.evaluate --workdir DIR [--step N] [--out DIR2] [--config.eval.X=V ...]``.
 
 Restores a trained run (its saved ``config.json`` and a checkpoint: by default the one ``train.select_on``
 selected when the run has a selection, else the latest), scores
-``config.eval.split`` and writes ``eval.json`` and ``ap_vs_frequency.png`` next to the run, printing
+``config.eval.split`` and writes ``eval.json`` and ``ap_vs_frequency.png`` next to the run (or in ``--out``), printing
 the head/medium/tail mAP table.
 """
 from __future__ import annotations
@@ -21,7 +21,9 @@ def main(argv=None) -> int:
         description=DESCRIPTION,
         require_config=False,
         accept_config=False,
-        extra_flags={"step": "checkpoint step to evaluate (default: the selected one with train.select_on, else the latest)"},
+        extra_flags={"step": "checkpoint step to evaluate (default: the selected one with train.select_on, else the latest)",
+                     "out": "folder for eval.json and the plot (default: the workdir; e.g. to score another "
+                            "config.method.test_branch without replacing the run's own report)"},
     )
     config = resolve_config(args, base=load_saved_config(args.workdir))
 
@@ -35,15 +37,16 @@ def main(argv=None) -> int:
     from ltjax.assets import AssetUnavailableError
     from ltjax.training.loop import Experiment, evaluate_and_report
 
+    out = args.extra.get("out") or args.workdir
     try:
         exp = Experiment(config)
         selected = None if "step" in args.extra else exp.restore_selected(args.workdir)
         if selected is not None:
             state, step, record = selected
-            evaluate_and_report(exp, state, args.workdir, step, selection=record)
+            evaluate_and_report(exp, state, out, step, selection=record)
         else:
             state, step = exp.restore(args.workdir, int(args.extra["step"]) if "step" in args.extra else None)
-            evaluate_and_report(exp, state, args.workdir, step)
+            evaluate_and_report(exp, state, out, step)
     except (AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
