@@ -38,7 +38,7 @@ class _BatchPositions:
 
 @dataclasses.dataclass(frozen=True)
 class _ReadBatch:
-    """Stream positions -> a batch of examples.
+    """Stream positions -> a batch of examples, with ``index`` (the example indices, int32).
 
     Splits that can gather many examples at once (``split.get_batch(indices)``, e.g. in-memory
     arrays) are read with one fancy-indexing call; others example by example.
@@ -52,8 +52,13 @@ class _ReadBatch:
 
     def __call__(self, positions: np.ndarray) -> dict:
         indices = self.sampler.indices(positions)
+        batch = self._read(indices, positions)
+        batch["index"] = np.asarray(indices, np.int32)  # which examples (methods with per-example state use it)
+        return batch
+
+    def _read(self, indices, positions) -> dict:
         if self.transform is None and hasattr(self.split, "get_batch"):
-            return self.split.get_batch(indices)
+            return dict(self.split.get_batch(indices))
         examples = [self.split[int(i)] for i in indices]
         if self.transform is not None:
             # one generator per stream position: the augmentation of an example depends only on
