@@ -301,3 +301,82 @@ def test_comic_configs_rows_and_missing_data_stops_at_once(tmp_path):
     r = run_module("ltjax.train", "--config", "configs/comic_voc.py", "--workdir", str(tmp_path / "run"),
                    f"--config.data.root={tmp_path / 'nowhere'}", timeout=120)
     assert r.returncode != 0 and "VOCdevkit" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_accumulated_directions_by_hand():
+    cfg = comic._defaults()
+    rng = np.random.default_rng(2)
+    fh, ft = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+    e0h, e0t = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    w = rng.normal(size=(3, 6)).astype(np.float32)
+
+    def stream(f):
+        z = comic.cosine_logits(f, w, 16.0, 1 / 32)
+        return {"f_head": f, "f_tail": f, "f_balanced": f, "w_head": w, "w_tail": w, "w_balanced": w,
+                "z_head": z, "z_tail": z, "z_balanced": z, "logits": z}
+
+    outputs = {"main": stream(fh), "tail": stream(ft), "balanced": stream(fh)}
+    y = np.zeros((4, 3), np.float32)
+    batch = {s: {"labels": y} for s in outputs}
+    state = {"P_sum": jnp.zeros(3), "P_count": jnp.zeros(3), "seen": jnp.float32(0), "recalled": jnp.zeros(3),
+             "counts": jnp.array([5.0, 3.0, 1.0]), "num_train": jnp.float32(8), "steps": jnp.float32(0),
+             "steps_per_epoch": jnp.float32(2), "epoch_recalls": jnp.zeros((2, 3)), "e_head": jnp.asarray(e0h),
+             "e_tail": jnp.asarray(e0t), "kappa_head": jnp.float32(0.5)}
+    new = comic.comic_update_state(state, outputs, batch, cfg)
+    np.testing.assert_allclose(np.asarray(new["e_head"]), 0.9 * e0h + fh.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(new["e_tail"]), 0.9 * e0t + ft.mean(0), rtol=1e-5)
+    assert 0.0 < float(new["kappa_head"]) < 1.0  # the first step's kappa_h (no running mean yet)
+
+
+@pytest.mark.slow  # three small COMIC processes: ~45 s here
+def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """python -m ltjax.train on COMIC killed with SIGKILL mid-run (checkpoint every 2 steps, saved in the
+    background), then started again: records, evaluation, parameters and method state equal an uninterrupted
+    run's."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ltjax.config import load_saved_config
+    from tests.helpers import REPO, run_module
+
+    args = ["--config", "configs/synthetic_lt.py:comic", "--config.data.num_train=512", "--config.data.num_test=128",
+            "--config.data.missing_ratio=0.4", "--config.train.num_epochs=4", "--config.train.checkpoint_every=2",
+            "--config.train.log_every=2", "--config.method.branch_dim=16", "--config.method.rlc_start_epoch=1",
+            "--config.mesh.data=1", "--config.train.progress_bar=off"]
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    r = run_module("ltjax.train", *args, "--workdir", ref)
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", killed], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = os.path.join(killed, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline:  # 4 epochs of 8 steps: kill after the first epoch (recalls have begun)
+        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+        if steps and max(steps) >= 12:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(killed, "eval.json")), "the run finished before it could be killed"
+    r = run_module("ltjax.train", *args, "--workdir", killed)
+    assert r.returncode == 0, r.stderr
+    resumed_at = int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))
+    assert 12 <= resumed_at < 32, resumed_at
+
+    def records(workdir):
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [{k: v for k, v in row.items() if k != "examples_per_s"} for row in rows if row["kind"] == "train"]
+
+    assert records(killed) == records(ref)
+    a, b = (json.loads(open(os.path.join(d, "eval.json")).read()) for d in (ref, killed))
+    assert a["per_class"] == b["per_class"] and a["method_summary"] == b["method_summary"]
+    exp = Experiment(load_saved_config(ref))
+    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
+    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
+    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
