@@ -6,7 +6,8 @@ ratios, over S seeds; plus the RLC analysis (recalled labels per epoch, true and
       --workdir runs/comic_iu_table --jobs 2 [--rows comic no_rlc ...] [--config.X=Y ...]
 
 Rows (``--rows``, default all): the rows of ``configs/comic_voc.py`` (``ROWS``) as ``--config.method``
-overrides of ``--config``: ``comic``, ``no_rlc``, ``no_mfm``, ``no_htb``, ``mfm_pn``, ``mfm_ht``; the branch
+overrides of ``--config``: ``comic``, ``no_rlc``, ``no_mfm``, ``no_htb``, ``mfm_pn``, ``mfm_ht``;
+``--switches FIELD=VALUE ...`` adds a full-COMIC row each (the tau and alpha sweeps); the branch
 rows ``head_model`` / ``tail_model`` are the ``comic`` runs scored by one branch (``python -m ltjax.evaluate
 --out``: no extra training).  ``--baselines SPEC ...``: other configs on the same data with the same seeds,
 ratios and overrides (an entry may carry its own overrides: ``"configs/x.py:hill --config.method.variant=splc"``).  Every run gets ``--config.data.missing_ratio=R`` (the hidden positives depend only on
@@ -50,9 +51,14 @@ def _row_overrides(row: str) -> list[str]:
     return out
 
 
-def plan_rows(config: str, rows, baselines) -> list[tuple[str, str, list[str]]]:
+def plan_rows(config: str, rows, baselines, switches=()) -> list[tuple[str, str, list[str]]]:
     """``(row name, config spec, extra overrides)`` of every trained row, in order (branch rows excluded)."""
     plan = []
+    for sw in switches:  # one full-COMIC row each: the tau and alpha sweeps
+        field, eq, value = sw.partition("=")
+        if not eq or not field or not value:
+            raise SystemExit(f"--switches: {sw!r} is not FIELD=VALUE (a field of config.method, e.g. tau=0.6)")
+        plan.append((_slug(f"comic_{field}={value}"), config, [f"--config.method.{field}={value}"]))
     for r in rows:
         if r not in ROWS:
             raise SystemExit(f"--rows: {r!r} is not one of {', '.join(ROWS)}")
@@ -106,6 +112,8 @@ def main(argv=None):
     p.add_argument("--config", required=True, help="a config spec whose method is comic, e.g. configs/tiles_voc_lt.py:comic")
     p.add_argument("--rows", nargs="*", default=list(ROWS))
     p.add_argument("--baselines", nargs="*", default=[])
+    p.add_argument("--switches", nargs="*", default=[], help="FIELD=VALUE of config.method: one COMIC row each "
+                                                             "(tau / alpha sweeps: tau=0.6 tau=0.8 alpha=1)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workdir", required=True)
@@ -119,7 +127,7 @@ def main(argv=None):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from ltjax.report import summarize_runs
 
-    plan = plan_rows(args.config, args.rows, args.baselines)
+    plan = plan_rows(args.config, args.rows, args.baselines, args.switches)
     if args.jobs > 1 and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")):
         os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
@@ -137,7 +145,7 @@ def main(argv=None):
         futures = {(r, row[0], s): pool.submit(run, r, row, s) for r in args.ratios for row in plan for s in args.seeds}
         done = {key: f.result() for key, f in futures.items()}
 
-    order = [n for n in args.rows if n in ROWS] + [p[0] for p in plan if p[0] not in ROWS]
+    order = [n for n in args.rows if n in ROWS] + [p[0] for p in plan if p[0] not in ROWS and p[0] not in args.rows]
     specs = {name: (spec, extra) for name, spec, extra in plan}
     results, lines, first_any = {}, [], None
     for ratio in args.ratios:
@@ -182,7 +190,8 @@ def main(argv=None):
                          f"{r['hidden_seen']:.0f} |")
         lines.append("")
     command = " ".join(["python scripts/ablate_comic.py --config", args.config, "--rows", *args.rows,
-                        *(["--baselines", *args.baselines] if args.baselines else []),
+                        *(["--switches", *args.switches] if args.switches else []),
+                        *(["--baselines", *(f'"{b}"' if " " in b else b for b in args.baselines)] if args.baselines else []),
                         "--ratios", *(f"{r:g}" for r in args.ratios), "--seeds", *map(str, args.seeds),
                         "--workdir", args.workdir, *([f"--jobs {args.jobs}"] if args.jobs > 1 else []), *overrides])
     lines += ["mean ± sample std over seeds, percent; " + str(first_any["group_rule"])

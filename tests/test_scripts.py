@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 
@@ -77,3 +79,25 @@ def test_ablate_ldrnet_plans_the_stage1_uniform_and_alpha_rows():
         ablate.plan_rows([-1.0], True)
     with pytest.raises(SystemExit, match="share a name"):
         ablate.plan_rows([0.5, 0.5], True)
+
+
+def test_ablate_comic_rows_baselines_switches_and_the_rlc_analysis():
+    from helpers import import_script
+
+    mod = import_script("ablate_comic")
+    plan = mod.plan_rows("configs/x.py:comic", ["no_rlc", "head_model"],
+                         ["configs/x.py:bce", "configs/x.py:hill --config.method.variant=splc"], ["tau=0.6"])
+    rows = {name: (spec, extra) for name, spec, extra in plan}
+    assert rows["no_rlc"] == ("configs/x.py:comic", ["--config.method.rlc=false"])
+    assert rows["comic"] == ("configs/x.py:comic", [])  # the branch row needs the comic runs
+    assert rows["comic_tau=0.6"][1] == ["--config.method.tau=0.6"]
+    assert rows["x_hill_variant=splc"] == ("configs/x.py:hill", ["--config.method.variant=splc"])
+    assert "head_model" not in rows and "x_bce" in rows
+    with pytest.raises(SystemExit):
+        mod.plan_rows("c", ["nope"], [])
+    runs = [{"method_summary": {"rlc_per_epoch": [{"epoch": 1, "recalled": 4, "true": 1, "false": 3, "hidden_seen": 9},
+                                                  {"epoch": 2, "recalled": 2, "true": 2, "false": 0, "hidden_seen": 9}]}},
+            {"method_summary": {"rlc_per_epoch": [{"epoch": 1, "recalled": 6, "true": 3, "false": 3, "hidden_seen": 9},
+                                                  {"epoch": 2, "recalled": 0, "true": 0, "false": 0, "hidden_seen": 9}]}}]
+    assert mod.rlc_analysis(runs) == [{"recalled": 5, "true": 2, "false": 3, "hidden_seen": 9, "epoch": 1},
+                                      {"recalled": 1, "true": 1, "false": 0, "hidden_seen": 9, "epoch": 2}]
