@@ -16,6 +16,9 @@ Sections (``--sections``, default all):
 * ``ldrnet`` LDRNet's stage-1 train step (``configs/voc_lt.py:ldrnet``: the same ResNet-50 trunk, input size,
   batch sizes and dtypes; its 2 x 512 encoder over the prompt's MiniLM token states, the C label queries and
   the HW image tokens; BCE).  ltjax only, like ``cssfe``.
+* ``comic`` COMIC's train step (``configs/comic_voc.py``: the same trunk, input size, batch sizes and dtypes;
+  three branches with attention and cosine classifiers, MFM + RLC + HTB, Adam with the classifier group).  One
+  step runs three streams (the batch is fed to each): ~3x the trunk's work per step.  ltjax only.
 * ``mlp``   the feature-level MLP + BCE of ``configs/synthetic_lt.py:bce,large`` (256 features,
   1024-1024 hidden, batch 1024, AdamW) at C = ``--mlp-classes`` (20 80 1000).
 * ``eval``  mAP / group mAP of ltjax.metrics over 5,000 x 80 and 100,000 x 1,000 score matrices,
@@ -67,8 +70,8 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402  (does not import jax)
 
-SECTIONS = ("step", "hmt", "cssfe", "ldrnet", "mlp", "eval", "scaling")
-NO_TORCH_MIRROR = ("cssfe", "ldrnet")  # sections measured for ltjax only
+SECTIONS = ("step", "hmt", "cssfe", "ldrnet", "comic", "mlp", "eval", "scaling")
+NO_TORCH_MIRROR = ("cssfe", "ldrnet", "comic")  # sections measured for ltjax only
 FRAMEWORKS = ("jax", "torch_eager", "torch_compile")
 
 
@@ -553,16 +556,18 @@ class Bench:
     def train_section(self, section: str):
         a = self.args
         cases = []  # (label, kind, config builder, dataset+batch builder, in_dim)
-        if section in ("step", "hmt", "cssfe", "ldrnet"):
+        if section in ("step", "hmt", "cssfe", "ldrnet", "comic"):
             spec = {"step": "voc_lt.py:db_focal", "hmt": "hmt_voc.py:rs", "cssfe": "cssfe_voc.py",
-                    "ldrnet": "voc_lt.py:ldrnet"}[section]
-            kind = {"step": "db", "hmt": "hmt", "cssfe": "cssfe", "ldrnet": "ldrnet"}[section]
+                    "ldrnet": "voc_lt.py:ldrnet", "comic": "comic_voc.py"}[section]
+            kind = {"step": "db", "hmt": "hmt", "cssfe": "cssfe", "ldrnet": "ldrnet", "comic": "comic"}[section]
             size = a.image_size
             title = f"ResNet-50 {size}x{size} + " + {
                 "step": "PFC neck + linear head + DB-focal",
                 "hmt": "PFC neck + HMT-Net group heads + noise + fused BCE",
                 "cssfe": "CSSFE (CAM head, label-embedding attention, Transformer block, ASL; AdamW; ltjax only)",
                 "ldrnet": "LDRNet stage 1 (prompt + label queries + image tokens, 2 x 512 encoder, BCE; ltjax only)",
+                "comic": "COMIC (3 branches + attention, cosine classifiers, MFM + RLC + HTB; 3 streams: each step "
+                         "runs the trunk on 3 x batch images, ex/s counts one batch; Adam; ltjax only)",
             }[section] + f" (configs/{spec}; VOC-LT metadata, 20 classes)"
             for batch in a.batch_sizes if section != "hmt" else (a.hmt_batch_sizes or a.batch_sizes):
                 for dtype in a.dtypes:
@@ -615,7 +620,7 @@ class Bench:
             for fw in a.frameworks:
                 if fw == "torch_compile" and not self._compile_wanted(section, batch, dtype):
                     continue
-                if fw != "jax" and kind in NO_TORCH_MIRROR:  # no PyTorch mirror of CSSFE / LDRNet
+                if fw != "jax" and kind in NO_TORCH_MIRROR:  # no PyTorch mirror of CSSFE / LDRNet / COMIC
                     continue
                 base = {"section": section, "case": label, "batch": batch, "dtype": dtype, "framework": fw}
                 if "error" in built:
@@ -977,7 +982,7 @@ def main(argv=None):
     bench.header()
     for section in args.sections:
         t = time.perf_counter()
-        if section in ("step", "hmt", "cssfe", "ldrnet", "mlp"):
+        if section in ("step", "hmt", "cssfe", "ldrnet", "comic", "mlp"):
             bench.train_section(section)
         elif section == "eval":
             bench.eval_section()

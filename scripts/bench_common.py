@@ -266,7 +266,8 @@ def jax_experiment(config, dataset):
 
 
 def run_jax_train_step(exp, batch_np: dict, steps: int, warmup: int) -> dict:
-    """Compile and time ``exp.train_step`` on one fixed batch placed with the experiment's batch sharding.
+    """Compile and time ``exp.train_step`` on one fixed batch placed with the experiment's batch sharding (for a
+    first phase with several streams, its phase step with that batch on every stream).
 
     Reports compile time (lower + compile), FLOPs per step (XLA cost analysis of the lowered program,
     i.e. of the model as written, before XLA's optimisations; the compiled program's count is kept in
@@ -278,8 +279,14 @@ def run_jax_train_step(exp, batch_np: dict, steps: int, warmup: int) -> dict:
     n_params = count_params(state.params)
     batch = jax.device_put(batch_np, exp.batch_sharding)
     rng = exp.train_rng
+    first = exp.train_phase_of(0)
+    if len(first.streams) > 1:  # a multi-stream phase (COMIC): the same batch on every stream
+        batch = {s: batch for s in first.streams}
+        train_step = exp.phase_step(first.index)
+    else:
+        train_step = exp.train_step
     t0 = time.perf_counter()
-    lowered = exp.train_step.lower(state, batch, rng)
+    lowered = train_step.lower(state, batch, rng)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
     holder = {"state": state}

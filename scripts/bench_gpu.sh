@@ -23,7 +23,7 @@ left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 
 B1=$(( BUDGET / 2 ))
 timeout $(( B1 + 30 )) python scripts/bench.py --real-devices --budget-s "$B1" --json "$OUT_DIR/bench.json" \
-  --sections step,hmt,eval,mlp,cssfe,ldrnet --batch-sizes 32 128 256 --dtypes float32 bfloat16 --steps 30 --warmup 5 \
+  --sections step,hmt,eval,mlp,cssfe,ldrnet,comic --batch-sizes 32 128 256 --dtypes float32 bfloat16 --steps 30 --warmup 5 \
   --hmt-batch-sizes 32 256 --compile-batch-sizes 256 > "$OUT_DIR/bench.log" 2>&1
 echo "bench.py rc $? at $(( $(date +%s) - T0 )) s" | tee -a "$OUT_DIR/bench.log"
 
