@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval, write_table
+from seed_runs import format_cell as _cell, parse_run_args, train_and_read_eval, write_table
 
 ROWS = ("comic", "no_rlc", "no_mfm", "no_htb", "mfm_pn", "mfm_ht", "head_model", "tail_model")
 BRANCH_ROWS = {"head_model": "head", "tail_model": "tail"}
@@ -115,21 +115,10 @@ def main(argv=None):
     p.add_argument("--switches", nargs="*", default=[], help="FIELD=VALUE of config.method: one COMIC row each "
                                                              "(tau / alpha sweeps: tau=0.6 tau=0.8 alpha=1)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.4])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--jobs", type=int, default=1)
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--config.")]
-    if bad:
-        p.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are passed on to ltjax.train")
-    if args.jobs < 1:
-        p.error("--jobs must be >= 1")
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    args, overrides = parse_run_args(p, argv)
     from ltjax.report import summarize_runs
 
     plan = plan_rows(args.config, args.rows, args.baselines, args.switches)
-    if args.jobs > 1 and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")):
-        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
     def rundir(ratio, name, seed):
         return os.path.join(args.workdir, f"missing_{ratio:g}", name, f"seed_{seed}")

@@ -25,10 +25,9 @@ import argparse
 import concurrent.futures
 import os
 import re
-import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval, write_table
+from seed_runs import format_cell as _cell, parse_run_args, train_and_read_eval, write_table
 
 VARIANTS = ("net0", "net1", "net2", "net3")
 
@@ -65,21 +64,10 @@ def main(argv=None):
     p.add_argument("--variants", nargs="*", default=list(VARIANTS))
     p.add_argument("--switches", nargs="*", default=[], help="FIELD=VALUE of config.method: one full-CSSFE row each")
     p.add_argument("--baselines", nargs="*", default=[], help="config specs of the baseline rows")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--jobs", type=int, default=1)
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--config.")]
-    if bad:
-        p.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are passed on to ltjax.train")
-    if args.jobs < 1:
-        p.error("--jobs must be >= 1")
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    args, overrides = parse_run_args(p, argv)
     from ltjax.report import summarize_runs
 
     rows = plan_rows(args.config, args.variants, args.switches, args.baselines)
-    if args.jobs > 1 and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")):
-        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
     def run(row, seed):
         name, spec, extra = row

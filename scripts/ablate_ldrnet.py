@@ -23,10 +23,9 @@ import concurrent.futures
 import json
 import os
 import shutil
-import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval, write_table
+from seed_runs import format_cell as _cell, parse_run_args, train_and_read_eval, write_table
 
 
 def plan_rows(alphas, uniform: bool) -> list[tuple[str, list[str]]]:
@@ -74,14 +73,7 @@ def main(argv=None):
     p.add_argument("--alphas", type=float, nargs="*", default=[0.0, 0.5, 0.9, 1.5])
     p.add_argument("--no-uniform", action="store_true", help="leave out the uniform-sampling row")
     p.add_argument("--stage1-from", default="", help="runs DIR/seed_<S> whose stage-1 checkpoint to branch from")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--jobs", type=int, default=1)
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--config.")]
-    if bad:
-        p.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are passed on to ltjax.train")
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    args, overrides = parse_run_args(p, argv)
     from ltjax.report import summarize_runs
 
     rows = plan_rows(args.alphas, not args.no_uniform)

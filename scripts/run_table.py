@@ -19,10 +19,9 @@ import concurrent.futures
 import os
 import re
 import statistics
-import sys
 import time
 
-from seed_runs import format_cell as _cell, train_and_read_eval, write_table
+from seed_runs import format_cell as _cell, parse_run_args, train_and_read_eval, write_table
 
 
 def _name(spec: str) -> str:
@@ -34,25 +33,13 @@ def _name(spec: str) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", required=True, help="config specs, e.g. configs/yeast.py:db_focal")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--workdir", required=True)
     p.add_argument("--title", default="")
-    p.add_argument("--jobs", type=int, default=1, help="training runs at a time (default 1)")
     p.add_argument("--no-calibration", action="store_true",
                    help="leave out the calibration rows (class frequency, colour only: ltjax/calibration.py)")
     p.add_argument("--metrics", nargs="*", default=[],
                    help="further scalar eval.json entries as columns (percent), e.g. P@1 P@3 micro_f1")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--config.")]
-    if bad:
-        p.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are passed on to ltjax.train")
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    args, overrides = parse_run_args(p, argv)
     from ltjax.report import summarize_runs
-
-    if args.jobs < 1:
-        p.error("--jobs must be >= 1")
-    if args.jobs > 1 and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")):
-        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # N processes share an accelerator's memory
 
     def run(spec, seed):
         workdir = os.path.join(args.workdir, _name(spec), f"seed_{seed}")

@@ -1,11 +1,34 @@
-"""Shared by the multi-run scripts (run_table.py, ablate_*.py): one training run as a subprocess, the
-"mean ± std" table cell of a summarize_runs statistic, and printing + writing a table with its JSON."""
+"""Shared by the multi-run scripts (run_table.py, ablate_*.py): their common command-line part, one training
+run as a subprocess, the "mean ± std" table cell of a summarize_runs statistic, and printing + writing a table
+with its JSON."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+
+
+def parse_run_args(parser, argv=None, jobs: bool = True):
+    """Add ``--seeds``, ``--workdir`` (and ``--jobs``) to ``parser``, parse ``argv``, and return ``(args,
+    overrides)``: the ``--config.FIELD=VALUE`` arguments passed on to every ``ltjax.train`` (anything else is
+    an error).  With several jobs the processes share an accelerator's memory (no XLA preallocation).  Puts
+    the repository on ``sys.path`` (for ``ltjax.report``)."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workdir", required=True)
+    if jobs:
+        parser.add_argument("--jobs", type=int, default=1, help="training runs at a time (default 1)")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        parser.error(f"unknown arguments {bad}; only --config.FIELD=VALUE overrides are passed on to ltjax.train")
+    if jobs and args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    if jobs and args.jobs > 1 and not any(k in os.environ for k in ("XLA_PYTHON_CLIENT_PREALLOCATE",
+                                                                    "XLA_PYTHON_CLIENT_MEM_FRACTION")):
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    return args, overrides
 
 
 def train_and_read_eval(spec: str, workdir: str, seed: int, overrides) -> dict:

@@ -67,3 +67,25 @@ def import_script(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "scripts"))
+
+
+def train_and_kill(args, workdir: str, min_step: int, timeout: float = 240) -> None:
+    """Start ``python -m ltjax.train ARGS --workdir WORKDIR`` and SIGKILL it as soon as a checkpoint of step >=
+    ``min_step`` exists (a kill -9 mid-run; the checkpoints are saved in the background); asserts it had not
+    finished."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", workdir], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = os.path.join(workdir, "checkpoints")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+        if steps and max(steps) >= min_step:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(workdir, "eval.json")), "the run finished before it could be killed"

@@ -1,16 +1,12 @@
 """The command lines end to end: train + evaluate, config errors, non-finite loss, kill -9 and resume."""
 import json
 import os
-import signal
 import struct
-import subprocess
-import sys
 import time
 
 import numpy as np
-import pytest
 
-from helpers import REPO, run_module
+from helpers import run_module, train_and_kill
 
 TINY = "tests/configs/tiny_synthetic.py"
 
@@ -99,21 +95,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert r.returncode == 0, r.stderr
 
     killed = str(tmp_path / "killed")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ltjax.train", *args, "--workdir", killed],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    ckpts = os.path.join(killed, "checkpoints")
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
-        if steps and max(steps) >= 150:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(os.path.join(killed, "eval.json")), "the run finished before it could be killed"
+    train_and_kill(args, killed, 150)
     r = run_module("ltjax.train", *args, "--workdir", killed)
     assert r.returncode == 0, r.stderr
     assert "resumed from the checkpoint at step" in r.stdout

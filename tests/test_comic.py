@@ -12,7 +12,7 @@ import pytest
 
 from ltjax.methods import METHODS, comic
 from ltjax.training.experiment import Experiment
-from tests.helpers import small_synthetic_config
+from tests.helpers import set_fields, small_synthetic_config
 
 
 def _sigmoid(z):
@@ -164,13 +164,7 @@ def _config(**over):
     c.method = METHODS.get("comic").defaults()
     c.method.branch_dim = 16
     c.method.rlc_start_epoch = 0.5
-    for k, v in over.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = v
-    return c
+    return set_fields(c, over)
 
 
 def test_the_three_streams_deliver_what_their_samplers_alone_would():
@@ -335,13 +329,9 @@ def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     run's."""
     import os
     import re
-    import signal
-    import subprocess
-    import sys
-    import time
 
     from ltjax.config import load_saved_config
-    from tests.helpers import REPO, run_module
+    from tests.helpers import run_module, train_and_kill
 
     args = ["--config", "configs/synthetic_lt.py:comic", "--config.data.num_train=512", "--config.data.num_test=128",
             "--config.data.missing_ratio=0.4", "--config.train.num_epochs=4", "--config.train.checkpoint_every=2",
@@ -350,19 +340,7 @@ def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     r = run_module("ltjax.train", *args, "--workdir", ref)
     assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", killed], cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpts = os.path.join(killed, "checkpoints")
-    deadline = time.time() + 240
-    while time.time() < deadline:  # 4 epochs of 8 steps: kill after the first epoch (recalls have begun)
-        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
-        if steps and max(steps) >= 12:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(os.path.join(killed, "eval.json")), "the run finished before it could be killed"
+    train_and_kill(args, killed, 12)  # 4 epochs of 8 steps: after the first epoch (recalls have begun)
     r = run_module("ltjax.train", *args, "--workdir", killed)
     assert r.returncode == 0, r.stderr
     resumed_at = int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))

@@ -398,12 +398,8 @@ def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run
     step, saved in the background), then started again: records, evaluation and parameters equal a run that
     was never killed."""
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from helpers import REPO, run_module
+    from helpers import run_module, train_and_kill
     from test_text import write_lines
 
     words = ["codes", "capacity", "learning", "graphs", "quantum", "bandits", "sparse", "deep"]
@@ -425,19 +421,8 @@ def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     r = run_module("ltjax.train", *args, "--workdir", ref)
     assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", killed], cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ckpts = os.path.join(killed, "checkpoints")
-    deadline = time.time() + 240
-    while time.time() < deadline:  # stage 1 is steps 1-4, the passes 5-6, the M-step 7-14, the E-step 15-22
-        steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
-        if steps and max(steps) >= 8:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not os.path.exists(os.path.join(killed, "eval.json")), "the run finished before it could be killed"
+    # stage 1 is steps 1-4, the passes 5-6, the M-step 7-14, the E-step 15-22
+    train_and_kill(args, killed, 8)
     r = run_module("ltjax.train", *args, "--workdir", killed)
     assert r.returncode == 0, r.stderr
     import re
