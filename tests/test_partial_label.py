@@ -85,6 +85,20 @@ def test_pseudo_label_pass_and_retrain_loss_by_hand():
     np.testing.assert_allclose(float(got), bce.mean(), rtol=1e-5)
 
 
+def test_training_batches_carry_their_example_index_for_the_pseudo_label_rows():
+    c = small_synthetic_config(**{"mesh.data": 1, "data.missing_ratio": 0.4})
+    c.method = METHODS.get("pseudo_label").defaults()
+    exp = Experiment(c)
+    plan = exp.phases[2]
+    assert plan.name == "retrain" and [p.name for p in exp.phases] == ["train", "pseudo", "retrain"]
+    it = exp.feed.train_stream(plan.samplers["main"], plan.length, plan.tags["main"])
+    batch = next(it)
+    idx = plan.samplers["main"].indices(np.arange(len(batch["labels"])))
+    np.testing.assert_array_equal(batch["index"], idx)
+    np.testing.assert_array_equal(batch["labels"], exp.dataset.split("train").labels[idx])
+
+
+@pytest.mark.slow  # three phases through the loop: ~15 s here
 def test_pseudo_label_runs_its_three_phases(tmp_path):
     from ltjax.training import loop
 
