@@ -9,9 +9,10 @@
 * ``cssfe.py``: CSSFE (CAMs refined by label-embedding attention head -> medium -> tail) and its ablations.
 * ``ldrnet.py``: LDRNet (label queries + prompt over backbone tokens, class Gaussians, EM fine-tuning).
 * ``comic.py``: COMIC (label corrector, multi-focal modifier, head-tail balancer; partial labels).
+* ``httn.py``: HTTN / EHTTN (head-to-tail transfer of classifier weights, text) and imprinting.
 * ``partial_label.py``: the partial-label baselines (``hill``: the Hill loss and SPLC; ``pseudo_label``).
 """
-from ltjax.methods import baselines, comic, cssfe, decoupled, hmt, ldrnet, partial_label  # noqa: F401  (each registers its methods)
+from ltjax.methods import baselines, comic, cssfe, decoupled, hmt, httn, ldrnet, partial_label  # noqa: F401  (each registers its methods)
 from ltjax.methods.base import (  # noqa: F401
     MAIN_STREAM,
     METHODS,

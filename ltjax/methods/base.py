@@ -163,7 +163,8 @@ class Method:
     input_kinds: tuple[str, ...] = ("features", "image", "text")
     # scores(outputs, state, method_cfg): scoring that a config field chooses (e.g. COMIC's test branch)
     scores_use_config: bool = False
-    # (final method state) -> JSON-able dict for eval.json["method_summary"] (e.g. COMIC's label recalls)
+    # (final method state, the evaluation result) -> JSON-able dict for eval.json["method_summary"] (e.g.
+    # COMIC's label recalls, HTTN's tail-split mAP)
     summary: Callable[[Any], dict] | None = None
 
     def __post_init__(self):

@@ -432,7 +432,7 @@ def comic_scores(outputs, state, cfg):
     return _probs(outputs, state, cfg)
 
 
-def summary(state) -> dict:
+def summary(state, result=None) -> dict:
     """The RLC analysis of a run's final method state: per ``main``-stream epoch, recalled labels, true and
     false recalls and the hidden positives seen (JSON-able)."""
     rows = np.asarray(state["epoch_recalls"])

@@ -80,7 +80,7 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
     if selection is not None:
         result["selection"] = dict(selection)
     if exp.method.summary is not None and jax.tree.leaves(state.method_state):
-        result["method_summary"] = exp.method.summary(jax.device_get(state.method_state))
+        result["method_summary"] = exp.method.summary(jax.device_get(state.method_state), result)
     if "partial_labels" in exp.meta.info:  # data.missing_ratio > 0 (ltjax/data/partial.py)
         result["partial_labels"] = dict(exp.meta.info["partial_labels"])
     if has_ema:
