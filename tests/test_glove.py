@@ -153,3 +153,34 @@ def test_configs_text_trains_with_glove(tmp_path, wv):
     (init,) = [r for r in records if r["kind"] == "init"]
     assert init["step"] == 0 and init == {"step": 0, "kind": "init", **exp.init_info}
     print("GloVe coverage on the fixture:", exp.init_info)
+
+
+def test_a_users_vectors_file_in_the_glove_or_word2vec_text_format(tmp_path):
+    """model.pretrained_embeddings=PATH: a word2vec header is skipped, only the vocabulary's words are kept
+    (looked up lower-cased), the width must match model.embed_dim, and a missing file is a clear error."""
+    data = load_config(str(REPO / "configs" / "text.py")).data
+    data.root, data.storage, data.min_freq, data.max_length = str(_corpus(tmp_path / "c")), "files", 1, 12
+    ds = build_dataset(data)
+    vocab = ds.eval_transform.vocab
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 4\nKing 1 2 3 4\nparis 0.5 0.5 0.5 0.5\nnotinvocab 9 9 9 9\nking 7 7 7 7\n")
+    vec = glove.load_text_vectors(str(path), keep={t.lower() for t in vocab.tokens})
+    assert vec.dim == 4 and "notinvocab" not in vec and "king" in vec
+    np.testing.assert_array_equal(vec["king"], [1, 2, 3, 4])  # the first spelling wins
+    cfg = model_defaults("text_pool")
+    cfg.embed_dim = 4
+    model = build_model(cfg, ds.meta.num_classes, ds.meta.input_shape, vocab_size=ds.meta.vocab_size)
+    ids = jnp.zeros((1, *ds.meta.input_shape), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, ids, train=False))
+    variables = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), {"params": shapes["params"], "batch_stats": {}})
+    cfg.pretrained_embeddings = str(path)
+    out, info = MODELS.get("text_pool").init_hook(cfg, variables, ds)
+    table = out["params"]["backbone"]["trunk"]["embed"]["embedding"]
+    np.testing.assert_array_equal(table[vocab.index["king"]], [1, 2, 3, 4])
+    np.testing.assert_array_equal(table[vocab.index["paris"]], [0.5] * 4)
+    assert info["glove_rows"] == 2
+    cfg.embed_dim = 5
+    with pytest.raises(ValueError, match="embed_dim=4"):
+        MODELS.get("text_pool").init_hook(cfg, variables, ds)
+    with pytest.raises(ValueError, match="neither a registered choice"):
+        glove.check_choice(str(tmp_path / "missing.txt"), 300)

