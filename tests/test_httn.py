@@ -159,3 +159,60 @@ def test_a_run_through_the_loop_writes_the_transfer_into_the_classifier(tmp_path
     np.testing.assert_allclose(sets[0], w1, rtol=1e-6)  # HTTN = draw 0
     chex.assert_trees_all_equal(jax.device_get(before.params["backbone"]), jax.device_get(after.params["backbone"]))
     assert result["method_summary"]["l_tail"] == 4 and "mAP_tail_split" in result["method_summary"]
+
+
+def test_httn_configs_and_missing_data_stops_at_once(tmp_path):
+    from ltjax.config import load_config
+    from tests.helpers import REPO, run_module
+
+    c = load_config(str(REPO / "configs" / "httn_aapd.py"))
+    assert (c.method.name, c.method.l_tail, c.method.shots, c.method.rounds) == ("httn", 18, 5, 30)
+    assert c.model.name == "text_bilstm" and c.optimizer.lr == 1e-3 and c.data.root.endswith("aapd")
+    assert load_config(str(REPO / "configs" / "httn_rcv1.py") + ":ehttn,14").method.l_tail == 14
+    e = load_config(str(REPO / "configs" / "httn_eurlex.py") + ":imprinting")
+    assert (e.method.l_tail, e.method.shots, e.method.tail_weights) == (1238, 1, "imprint")
+    assert load_config(str(REPO / "configs" / "httn_aapd.py") + ":bce").method.name == "bce"
+    r = run_module("ltjax.train", "--config", "configs/httn_aapd.py", "--workdir", str(tmp_path / "run"),
+                   f"--config.data.root={tmp_path / 'nowhere'}", timeout=120)
+    assert r.returncode != 0 and "text_train" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow  # three small HTTN processes on a tiny corpus: ~45 s here
+def test_kill_9_between_the_phases_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """Killed right after the head phase's last checkpoint (before or inside the transfer pass), then started
+    again: the pass repeats from the boundary and everything equals a run that was never killed."""
+    import re
+
+    from ltjax.config import load_saved_config
+    from tests.helpers import run_module, train_and_kill
+    from tests.test_text import write_lines
+
+    words = ["codes", "capacity", "learning", "graphs", "quantum", "bandits", "sparse", "deep"]
+    labels = ["cs.IT", "cs.LG", "math.IT", "stat.ML", "quant-ph", "cs.DS"]
+    rng = np.random.default_rng(0)
+
+    def docs(n):
+        return [(" ".join(rng.choice(words, 5)), " ".join(sorted(set(rng.choice(labels, 2, p=[.4, .3, .1, .1, .05, .05])))))
+                for _ in range(n)]
+
+    root = write_lines(tmp_path / "corpus", {"train": docs(64), "test": docs(16)})
+    args = ["--config", "configs/text.py:ehttn,text_bilstm", f"--config.data.root={root}", "--config.data.storage=files",
+            "--config.data.min_freq=1", "--config.data.max_length=8", "--config.data.batch_size=8",
+            "--config.data.eval_batch_size=16", "--config.data.groups.mode=quantile", "--config.eval.top_k=(1,)",
+            "--config.model.embed_dim=8", "--config.model.lstm_hidden=4", "--config.method.l_tail=2",
+            "--config.method.rounds=3", "--config.method.ensemble=4", "--config.method.dim=8",
+            "--config.method.phases.head.steps=12", "--config.train.checkpoint_every=1", "--config.train.log_every=1",
+            "--config.mesh.data=1", "--config.train.progress_bar=off"]
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    r = run_module("ltjax.train", *args, "--workdir", ref)
+    assert r.returncode == 0, r.stderr
+    train_and_kill(args, killed, 12)
+    r = run_module("ltjax.train", *args, "--workdir", killed)
+    assert r.returncode == 0, r.stderr
+    assert int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1)) >= 12
+    a, b = (json.load(open(os.path.join(d, "eval.json"))) for d in (ref, killed))
+    assert a["per_class"] == b["per_class"] and a["method_summary"] == b["method_summary"]
+    exp = Experiment(load_saved_config(ref))
+    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
+    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
+    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
