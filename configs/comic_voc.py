@@ -2,7 +2,8 @@
 REFERENCE section 4; ``ltjax/methods/comic.py`` says what every method field does).
 
 arg: the row of the paper's tables (default "comic"): "comic"; the ablations "no_rlc", "no_mfm", "no_htb",
-"mfm_pn" (MFM with the positive-negative factor only), "mfm_ht" (head-tail factor only); the branch rows
+"mfm_pn" (MFM with the positive-negative factor only), "mfm_ht" (head-tail factor only), "plain" (none of
+RLC / MFM / HTB: COMIC's classifier under plain BCE, the architecture's share); the branch rows
 "head_model" / "tail_model" (the same training, scored by one branch: they equal
 ``python -m ltjax.evaluate --workdir W --config.method.test_branch=head`` on a "comic" run).  tau and alpha
 sweeps: ``--config.method.tau=0.6``, ``--config.method.alpha=1``; other missing ratios:
@@ -28,6 +29,9 @@ ROWS = {
     "comic": {}, "no_rlc": {"rlc": False}, "no_mfm": {"mfm": False}, "no_htb": {"htb": False},
     "mfm_pn": {"mfm_factors": "pn"}, "mfm_ht": {"mfm_factors": "ht"},
     "head_model": {"test_branch": "head"}, "tail_model": {"test_branch": "tail"},
+    # not a row of the paper: COMIC's classifier (branch layer + causal-norm cosine classifier) trained with plain
+    # BCE on one stream, no RLC / MFM / HTB: what the architecture alone gives, against BCE's linear head
+    "plain": {"rlc": False, "mfm": False, "htb": False},
 }
 
 

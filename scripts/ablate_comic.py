@@ -6,7 +6,7 @@ ratios, over S seeds; plus the RLC analysis (recalled labels per epoch, true and
       --workdir runs/comic_iu_table --jobs 2 [--rows comic no_rlc ...] [--config.X=Y ...]
 
 Rows (``--rows``, default all): the rows of ``configs/comic_voc.py`` (``ROWS``) as ``--config.method``
-overrides of ``--config``: ``comic``, ``no_rlc``, ``no_mfm``, ``no_htb``, ``mfm_pn``, ``mfm_ht``;
+overrides of ``--config``: ``comic``, ``no_rlc``, ``no_mfm``, ``no_htb``, ``mfm_pn``, ``mfm_ht``, ``plain``;
 ``--switches FIELD=VALUE ...`` adds a full-COMIC row each (the tau and alpha sweeps); the branch
 rows ``head_model`` / ``tail_model`` are the ``comic`` runs scored by one branch (``python -m ltjax.evaluate
 --out``: no extra training).  ``--baselines SPEC ...``: other configs on the same data with the same seeds,
@@ -33,7 +33,7 @@ import time
 
 from seed_runs import format_cell as _cell, parse_run_args, train_and_read_eval, write_table
 
-ROWS = ("comic", "no_rlc", "no_mfm", "no_htb", "mfm_pn", "mfm_ht", "head_model", "tail_model")
+ROWS = ("comic", "no_rlc", "no_mfm", "no_htb", "mfm_pn", "mfm_ht", "plain", "head_model", "tail_model")
 BRANCH_ROWS = {"head_model": "head", "tail_model": "tail"}
 
 
