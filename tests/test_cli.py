@@ -5,6 +5,7 @@ import struct
 import time
 
 import numpy as np
+import pytest
 
 from helpers import run_module, train_and_kill
 
@@ -88,6 +89,7 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # ~30 s (the suite's time); kill -9 in the default suite: test_phases (inside a pass and a phase)
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     args = ["--config", f"{TINY}:50", "--config.train.checkpoint_every=30", "--config.train.log_every=10"]
     ref = str(tmp_path / "ref")

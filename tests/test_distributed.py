@@ -39,8 +39,8 @@ def _train_records(workdir):
         return [json.loads(line) for line in f if line.strip() and '"train"' in line]
 
 
-@pytest.mark.parametrize("multi_on_device", [  # (host_pipeline, ~15 s, with make test-slow: the suite's time;
-    pytest.param(False, marks=pytest.mark.slow), True], ids=["host_pipeline", "on_device"])  # the pass test runs it)
+@pytest.mark.slow  # ~15 s each (the suite's time); 2 processes in the default suite: the pass test below
+@pytest.mark.parametrize("multi_on_device", [False, True], ids=["host_pipeline", "on_device"])
 def test_two_processes_match_one_process(tmp_path, multi_on_device):
     """With ``multi_on_device`` the 2 processes keep the split on their devices (data.on_device: each
     process places the replicated store on its 4 devices) and still match the 1-process host run."""

@@ -213,6 +213,7 @@ def _image_config(**over):
 
 
 
+@pytest.mark.slow  # ~30 s (the suite's time); sharded-vs-single steps in the default suite: test_hmt, test_comic
 def test_image_store_and_sharded_step_equals_single_device(tmp_path):
     ds = _png_dataset(str(tmp_path))
     one = Experiment(_image_config(**{"mesh.data": 1}), dataset=ds)
@@ -249,6 +250,7 @@ def test_feature_dataset_on_device_trains_exactly_like_the_host_pipeline():
     chex.assert_trees_all_close(a.params, b.params, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow  # ~22 s (the suite's time); resume in the default suite: test_phases (kill -9), test_selection
 def test_on_device_run_resumes_exactly(tmp_path, monkeypatch):
     from ltjax.training import loop
 
