@@ -89,3 +89,32 @@ def train_and_kill(args, workdir: str, min_step: int, timeout: float = 240) -> N
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(workdir, "eval.json")), "the run finished before it could be killed"
+
+
+def kill_and_resume(args, tmp_path, min_step: int):
+    """``python -m ltjax.train ARGS`` run once uninterrupted (``tmp_path/ref``) and once killed with SIGKILL at
+    the first checkpoint of step >= ``min_step`` then started again (``tmp_path/killed``); returns
+    ``(ref, killed, the step the second start resumed from)``."""
+    import re
+
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    r = run_module("ltjax.train", *args, "--workdir", ref)
+    assert r.returncode == 0, r.stderr
+    train_and_kill(args, killed, min_step)
+    r = run_module("ltjax.train", *args, "--workdir", killed)
+    assert r.returncode == 0, r.stderr
+    return ref, killed, int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))
+
+
+def assert_same_final_states(ref: str, killed: str) -> None:
+    """The latest checkpoints of two runs hold bit-identical parameters and method state."""
+    import chex
+    import jax
+
+    from ltjax.config import load_saved_config
+    from ltjax.training.experiment import Experiment
+
+    exp = Experiment(load_saved_config(ref))
+    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
+    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
+    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))

@@ -328,22 +328,14 @@ def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     background), then started again: records, evaluation, parameters and method state equal an uninterrupted
     run's."""
     import os
-    import re
 
-    from ltjax.config import load_saved_config
-    from tests.helpers import run_module, train_and_kill
+    from tests.helpers import assert_same_final_states, kill_and_resume
 
     args = ["--config", "configs/synthetic_lt.py:comic", "--config.data.num_train=512", "--config.data.num_test=128",
             "--config.data.missing_ratio=0.4", "--config.train.num_epochs=4", "--config.train.checkpoint_every=2",
             "--config.train.log_every=2", "--config.method.branch_dim=16", "--config.method.rlc_start_epoch=1",
             "--config.mesh.data=1", "--config.train.progress_bar=off"]
-    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
-    r = run_module("ltjax.train", *args, "--workdir", ref)
-    assert r.returncode == 0, r.stderr
-    train_and_kill(args, killed, 12)  # 4 epochs of 8 steps: after the first epoch (recalls have begun)
-    r = run_module("ltjax.train", *args, "--workdir", killed)
-    assert r.returncode == 0, r.stderr
-    resumed_at = int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))
+    ref, killed, resumed_at = kill_and_resume(args, tmp_path, 12)  # 4 epochs of 8 steps: after the first epoch
     assert 12 <= resumed_at < 32, resumed_at
 
     def records(workdir):
@@ -354,7 +346,4 @@ def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert records(killed) == records(ref)
     a, b = (json.loads(open(os.path.join(d, "eval.json")).read()) for d in (ref, killed))
     assert a["per_class"] == b["per_class"] and a["method_summary"] == b["method_summary"]
-    exp = Experiment(load_saved_config(ref))
-    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
-    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
-    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
+    assert_same_final_states(ref, killed)

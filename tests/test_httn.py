@@ -181,10 +181,7 @@ def test_httn_configs_and_missing_data_stops_at_once(tmp_path):
 def test_kill_9_between_the_phases_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     """Killed right after the head phase's last checkpoint (before or inside the transfer pass), then started
     again: the pass repeats from the boundary and everything equals a run that was never killed."""
-    import re
-
-    from ltjax.config import load_saved_config
-    from tests.helpers import run_module, train_and_kill
+    from tests.helpers import assert_same_final_states, kill_and_resume
     from tests.test_text import write_lines
 
     words = ["codes", "capacity", "learning", "graphs", "quantum", "bandits", "sparse", "deep"]
@@ -203,19 +200,11 @@ def test_kill_9_between_the_phases_then_resume_reproduces_the_uninterrupted_run(
             "--config.method.rounds=3", "--config.method.ensemble=4", "--config.method.dim=8",
             "--config.method.phases.head.steps=12", "--config.train.checkpoint_every=1", "--config.train.log_every=1",
             "--config.mesh.data=1", "--config.train.progress_bar=off"]
-    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
-    r = run_module("ltjax.train", *args, "--workdir", ref)
-    assert r.returncode == 0, r.stderr
-    train_and_kill(args, killed, 12)
-    r = run_module("ltjax.train", *args, "--workdir", killed)
-    assert r.returncode == 0, r.stderr
-    assert int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1)) >= 12
+    ref, killed, resumed_at = kill_and_resume(args, tmp_path, 12)
+    assert resumed_at >= 12
     a, b = (json.load(open(os.path.join(d, "eval.json"))) for d in (ref, killed))
     assert a["per_class"] == b["per_class"] and a["method_summary"] == b["method_summary"]
-    exp = Experiment(load_saved_config(ref))
-    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
-    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
-    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
+    assert_same_final_states(ref, killed)
 
 
 def test_imprinted_tail_rows_are_the_normalised_prototypes():

@@ -399,7 +399,7 @@ def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run
     was never killed."""
     import os
 
-    from helpers import run_module, train_and_kill
+    from helpers import assert_same_final_states, kill_and_resume
     from test_text import write_lines
 
     words = ["codes", "capacity", "learning", "graphs", "quantum", "bandits", "sparse", "deep"]
@@ -418,27 +418,14 @@ def test_kill_9_inside_the_em_round_then_resume_reproduces_the_uninterrupted_run
             "--config.method.phases.stage1.steps=4", "--config.method.phases.m_step.steps=8",
             "--config.method.phases.e_step.steps=8", "--config.train.checkpoint_every=1",
             "--config.train.log_every=1", "--config.mesh.data=1"]
-    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
-    r = run_module("ltjax.train", *args, "--workdir", ref)
-    assert r.returncode == 0, r.stderr
     # stage 1 is steps 1-4, the passes 5-6, the M-step 7-14, the E-step 15-22
-    train_and_kill(args, killed, 8)
-    r = run_module("ltjax.train", *args, "--workdir", killed)
-    assert r.returncode == 0, r.stderr
-    import re
-
-    resumed_at = int(re.search(r"resumed from the checkpoint at step (\d+)", r.stdout).group(1))
+    ref, killed, resumed_at = kill_and_resume(args, tmp_path, 8)
     assert 8 <= resumed_at < 22, resumed_at  # inside the EM round, after the passes
 
     assert _records(killed) == _records(ref)
     a, b = (json.loads(open(os.path.join(d, "eval.json")).read()) for d in (ref, killed))
     assert a["mAP"] == b["mAP"] and a["per_class"] == b["per_class"]
-    from ltjax.config import load_saved_config
-
-    exp = Experiment(load_saved_config(ref))
-    sa, sb = exp.restore(ref)[0], exp.restore(killed)[0]
-    chex.assert_trees_all_equal(jax.device_get(sa.params), jax.device_get(sb.params))
-    chex.assert_trees_all_equal(jax.device_get(sa.method_state), jax.device_get(sb.method_state))
+    assert_same_final_states(ref, killed)
 
 
 @pytest.mark.slow  # two small LDRNet runs through the loop on the medical fixtures: ~40 s here
