@@ -322,11 +322,7 @@ def comic_loss(outputs, batch, stats, cfg, state=None):
     outputs, batch = _streams(outputs, batch)
     use_mfm, use_rlc = bool(cfg.mfm), bool(cfg.rlc)
     clip = float(cfg.clip) if use_mfm else 0.0
-    g_static = jnp.asarray(head_tail_factor(stats.class_counts))
-    if use_mfm:
-        gp, gn = gammas(cfg, g_static)
-    else:
-        gp = gn = jnp.zeros_like(g_static)
+    gp, gn = _gammas_static(cfg, state)  # from the observed counts (the same n_c as stats.class_counts)
     branches = ("head", "tail", "balanced") if bool(cfg.htb) else ("balanced",)
     logits, targets, recalled = {}, {}, {}
     for s in {STREAM_OF[b] if bool(cfg.htb) else "main" for b in branches}:
