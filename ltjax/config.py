@@ -142,7 +142,17 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
         takes_arg = True
     if takes_arg:
-        config = get_config(arg)
+        try:
+            config = get_config(arg)
+        except UserError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, LookupError) as e:  # the arg was not understood
+            if os.environ.get("LTJAX_DEBUG"):
+                raise
+            raise ConfigError(
+                f"config file {path!r} does not accept the argument {arg!r}: {_exception_text(e)}."
+                f"{_arg_help(module, path)}"
+            ) from None
     elif arg is None:
         config = get_config()
     else:
@@ -158,6 +168,23 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
             "ml_collections.ConfigDict (start from ltjax.defaults.base_config())"
         )
     return config
+
+
+def _exception_text(e: BaseException) -> str:
+    text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)  # KeyError quotes its text
+    text = str(text).strip().rstrip(".")
+    if isinstance(e, ValueError) and text.startswith("invalid literal for int()"):
+        text = f"it must be a whole number ({text})"
+    return text
+
+
+def _arg_help(module, path: str) -> str:
+    """' Its arg: ...' from the config file's docstring (the paragraph that starts with 'arg'), if any."""
+    doc = inspect.getdoc(module) or ""
+    for para in doc.split("\n\n"):
+        if para.lstrip().lower().startswith("arg"):
+            return " " + " ".join(para.split())
+    return f" See the docstring of {path} for the arguments it takes."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,14 +755,26 @@ def load_saved_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 def exit_on_config_error() -> Iterator[None]:
     """Inside this block a :class:`ConfigError` or any other :class:`ltjax.errors.UserError` (missing
     dataset files, a missing optional package, ...) prints ``error: <message>`` to stderr and exits with
-    status 2 (no traceback); every other exception propagates unchanged."""
+    status 2 (no traceback); Ctrl-C prints where the run can resume and exits 130.  With ``LTJAX_DEBUG=1``
+    both propagate with their traceback; every other exception propagates unchanged."""
     try:
         yield
     except UserError as e:
+        if os.environ.get("LTJAX_DEBUG"):
+            raise
         sys.stdout.flush()
         print(f"error: {e}", file=sys.stderr)
         sys.stderr.flush()
         raise SystemExit(2) from None
+    except KeyboardInterrupt as e:  # Ctrl-C: the training loop says where it checkpointed
+        if os.environ.get("LTJAX_DEBUG"):
+            raise
+        sys.stdout.flush()
+        text = str(e) or ("interrupted (Ctrl-C). Run the same command again: training resumes from the newest "
+                          "checkpoint")
+        print(text if text.startswith("interrupted") else f"interrupted: {text}", file=sys.stderr)
+        sys.stderr.flush()
+        raise SystemExit(130) from None
 
 
 def run_cli(main_fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

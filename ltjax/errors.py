@@ -52,6 +52,10 @@ class MissingPackageError(ImportError, UserError):
     """Reading an .xlsx sheet needs openpyxl; the message says how to get it (or to use a CSV export)."""
 
 
+class CacheDirError(OSError, UserError):
+    """The ltjax cache (``$LTJAX_CACHE_DIR``, else ``~/.cache/ltjax``) cannot be written; the message names it."""
+
+
 class AssetUnavailableError(RuntimeError):
     """An asset could not be obtained; the message says how to provide it by hand."""
 
@@ -72,6 +76,20 @@ class PretrainedEmbeddingError(ValueError, UserError):
 
 
 # ---- training -----------------------------------------------------------------------------------
+
+
+class CheckpointError(RuntimeError, UserError):
+    """No usable checkpoint where one is needed (damaged, missing, or from another run); the message names
+    the step, what is wrong with it, where it was moved, and the intact steps."""
+
+
+class WorkdirError(RuntimeError, UserError):
+    """A workdir that cannot hold this run: a file, not writable, or in use by another training process
+    (the message names its PID and host)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; the message says which checkpoint the same command resumes from."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ltjax.config import load_saved_config, parse_cli, resolve_config, run_cli
+from ltjax.config import ConfigError, load_saved_config, parse_cli, resolve_config, run_cli
 
 DESCRIPTION = "Evaluate a trained ltjax run: mAP overall and per head/medium/tail group, AUC, F1, P@k, nDCG@k."
 
@@ -26,10 +26,14 @@ def main(argv=None) -> int:
                             "config.method.test_branch without replacing the run's own report)"},
     )
     config = resolve_config(args, base=load_saved_config(args.workdir))
+    step = _parse_step(args.extra.get("step"))
 
     from ltjax.train import validate_config
+    from ltjax.training.workdir import check_usable
 
     validate_config(config)
+    out = args.extra.get("out") or args.workdir
+    check_usable(out, hint="evaluate writes eval.json there: pass --out DIR to write it elsewhere")
     from ltjax.training import devices
 
     devices.initialize_distributed(config.distributed)
@@ -37,20 +41,32 @@ def main(argv=None) -> int:
     from ltjax.assets import AssetUnavailableError
     from ltjax.training.loop import Experiment, evaluate_and_report
 
-    out = args.extra.get("out") or args.workdir
     try:
         exp = Experiment(config)
-        selected = None if "step" in args.extra else exp.restore_selected(args.workdir)
+        selected = None if step is not None else exp.restore_selected(args.workdir)
         if selected is not None:
             state, step, record = selected
             evaluate_and_report(exp, state, out, step, selection=record)
         else:
-            state, step = exp.restore(args.workdir, int(args.extra["step"]) if "step" in args.extra else None)
+            state, step = exp.restore(args.workdir, step)
             evaluate_and_report(exp, state, out, step)
     except (AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _parse_step(text):
+    if text is None:
+        return None
+    try:
+        step = int(text)
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise ConfigError(f"--step {text!r} is not a checkpoint step; pass a whole number such as --step 1000 "
+                          "(the steps are the folder names under WORKDIR/checkpoints), or leave it out")
+    return step
 
 
 if __name__ == "__main__":

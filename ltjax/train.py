@@ -2,14 +2,15 @@
 
 Trains, checkpoints (resuming automatically from the latest checkpoint in DIR) and evaluates; writes
 the resolved config (``config.json``), ``metrics.jsonl``, TensorBoard events, ``eval.json`` and the
-per-class AP plot to DIR.  Config mistakes fail at once, before any data or model is built.
+per-class AP plot to DIR.  Config mistakes fail at once, before any data or model is built; a workdir another training process is
+using is refused (:mod:`ltjax.training.workdir`).  Ctrl-C saves a checkpoint of the current step and exits
+130; the same command resumes.
 """
 from __future__ import annotations
 
-import os
 import sys
 
-from ltjax.config import ConfigError, load_saved_config, parse_cli, resolve_config, run_cli, save_config
+from ltjax.config import ConfigError, parse_cli, resolve_config, run_cli
 
 DESCRIPTION = "Train and evaluate an ltjax method; resumes from the latest checkpoint in --workdir."
 
@@ -50,74 +51,23 @@ def validate_config(config) -> None:
         raise ConfigError("\n".join(errors))
 
 
-# Fields a resumed run may change: how it runs (devices, processes, readers, display, evaluation), not
-# what it computes (the global batch, data order and every hyper-parameter stay fixed).
-RESUMABLE_PREFIXES = (
-    "mesh.",
-    "distributed.",
-    "eval.",
-    "data.num_workers",
-    "data.read_threads",
-    "data.prefetch_batches",
-    "data.eval_batch_size",
-    "train.progress_bar",
-    "train.keep_checkpoints",
-)
-
-
-def _check_same_run(config, workdir: str) -> None:
-    """A workdir holds one run: resuming with a different config would silently mix two runs."""
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-        return
-    saved = load_saved_config(workdir)
-    old, new = _flatten(saved.to_dict()), _flatten(config.to_dict())
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    diff = [k for k in diff if not k.startswith(RESUMABLE_PREFIXES)]
-    added = [k for k in diff if k not in old]
-    if added:  # fields a later ltjax added: the saved run computed what their defaults compute
-        from ltjax.defaults import experiment_config
-
-        try:
-            defaults = _flatten(experiment_config(config.data.name, config.model.name, config.method.name).to_dict())
-        except Exception:  # noqa: BLE001 - no defaults to compare with: every added field counts as a change
-            defaults = {}
-        diff = [k for k in diff if not (k in added and k in defaults and defaults[k] == new[k])]
-    if not diff:
-        return
-    raise ConfigError(
-        f"{workdir} already holds a run with a different config (fields that differ: {', '.join(diff)}); "
-        "use a new --workdir, or the same config to resume that run"
-    )
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def main(argv=None) -> int:
     args = parse_cli(argv, prog="python -m ltjax.train", description=DESCRIPTION)
     config = resolve_config(args)
     validate_config(config)
-    _check_same_run(config, args.workdir)
+    from ltjax.training.workdir import check_usable
+
+    check_usable(args.workdir)  # a file, or not writable: before anything is built
 
     from ltjax.training import devices
 
     devices.initialize_distributed(config.distributed)  # before any other jax call
     devices.enable_compilation_cache()
-    import jax
 
     from ltjax.assets import AssetUnavailableError
     from ltjax.training.loop import NonFiniteLossError, train_and_evaluate
 
-    if jax.process_index() == 0:
-        save_config(config, args.workdir)
-    try:
+    try:  # (takes the workdir's lock, checks it holds no other run, writes config.json once the run starts)
         train_and_evaluate(config, args.workdir)
     except (NonFiniteLossError, AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

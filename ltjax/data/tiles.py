@@ -414,7 +414,7 @@ def ensure_images(params: dict, split_ids: dict, split_labels: dict, fingerprint
     if _complete(folder, split_ids):
         manifest = json.loads((folder / "tiles.json").read_text())
         return folder, {"generated_now": False, "generation_seconds": manifest.get("generation_seconds")}
-    root.mkdir(parents=True, exist_ok=True)
+    assets.make_cache_folder(root)
     if folder.exists():  # incomplete (files deleted by hand): start again
         shutil.rmtree(folder, ignore_errors=True)
     mnist_images, digits = load_mnist()

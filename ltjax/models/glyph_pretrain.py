@@ -249,7 +249,9 @@ def ensure_pretrained(cfg, log=None) -> tuple[pathlib.Path, dict]:
     weights, manifest_path = folder / "weights.msgpack", folder / "manifest.json"
     if weights.is_file() and manifest_path.is_file():
         return weights, {**json.loads(manifest_path.read_text()), "built_now": False}
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    from ltjax import assets
+
+    assets.make_cache_folder(folder.parent)
     trunk, info = pretrain(cfg, log=log)
     manifest = {"version": VERSION, "arch": _arch(cfg), "pretrain": _fields(cfg), **info}
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -7,6 +7,7 @@ axis along their largest divisible dimension; XLA inserts the collectives.
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import numpy as np
@@ -100,5 +101,16 @@ def enable_compilation_cache() -> None:
     if os.environ.get("LTJAX_XLA_CACHE", "1") == "0" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
     root = os.environ.get("LTJAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ltjax")
+    try:
+        os.makedirs(os.path.join(root, "xla"), exist_ok=True)
+        if not os.access(os.path.join(root, "xla"), os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:  # a cache is an optimisation: say so once and run without it
+        if jax.process_index() == 0:
+            name = "LTJAX_CACHE_DIR" if os.environ.get("LTJAX_CACHE_DIR") else "the default cache (LTJAX_CACHE_DIR unset)"
+            print(f"warning: compiled programs are not cached: {os.path.join(root, 'xla')} cannot be written "
+                  f"({getattr(e, 'strerror', None) or e}); set LTJAX_CACHE_DIR to a writable folder "
+                  f"(now {name}: {root}) or LTJAX_XLA_CACHE=0", file=sys.stderr, flush=True)
+        return
     jax.config.update("jax_compilation_cache_dir", os.path.join(root, "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ltjax import losses
 from ltjax.data import build_dataset, partial
+from ltjax.errors import CheckpointError, ConfigError
 from ltjax.methods import METHODS
 from ltjax.methods.base import PassContext, path_mask
 from ltjax.training import devices
@@ -21,6 +22,7 @@ from ltjax.training.optim import learning_rate_schedule, make_optimizer
 from ltjax.training.phases import plan_phases
 from ltjax.training.step import TrainState, init_variables, make_collect_step, make_eval_step, make_phase_step
 
+DEFAULT_TOP_K = (1, 3, 5)  # ltjax.defaults' eval.top_k
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -62,10 +64,13 @@ class Experiment:
         self.batch_sharding = devices.batch_sharding(self.mesh)
         batch = int(config.data.batch_size)
         if batch % self.mesh.shape["data"]:
-            raise ValueError(
-                f"data.batch_size={batch} must be divisible by the data-parallel mesh axis "
-                f"({self.mesh.shape['data']} devices)"
+            n = self.mesh.shape["data"]
+            raise ConfigError(
+                f"data.batch_size={batch} must be divisible by the data-parallel mesh axis ({n} devices): "
+                f"set --config.data.batch_size={max(n, batch // n * n)} (or {batch // n * n + n}), or use fewer "
+                "devices (--config.mesh.data=...)"
             )
+        self._check_eval_fields()
         self.feed = make_feed(self.dataset, config, self.batch_sharding, self.replicated)
         self.device_data = self.feed.device_data
         self.ema_decay = float(config.train.get("ema_decay", 0.0))
@@ -123,6 +128,26 @@ class Experiment:
             lambda params, batch_stats, mstate, batch: eval_step(params, batch_stats, self.feed.eval_inputs(batch), mstate),
             out_shardings=self.batch_sharding,
         )
+
+    def _check_eval_fields(self) -> None:
+        """eval.split and eval.top_k against the dataset, before any training (not after it)."""
+        cfg, c = self.config.eval, self.meta.num_classes
+        if str(cfg.split) not in self.dataset.splits:
+            raise ConfigError(
+                f"eval.split = {cfg.split!r} is not a split of dataset {self.config.data.name!r}; its splits: "
+                f"{', '.join(self.dataset.splits)} (set --config.eval.split=NAME)")
+        ks = [int(k) for k in cfg.top_k]
+        bad = [k for k in ks if not 1 <= k <= c]
+        if bad:
+            ok = tuple(k for k in ks if 1 <= k <= c) or (1,)
+            if tuple(ks) == DEFAULT_TOP_K:  # the default, not the user's choice: keep the k that exist
+                cfg.top_k = ok
+                if jax.process_index() == 0:
+                    print(f"note: eval.top_k is {ok} (the default {DEFAULT_TOP_K} has k > the {c} classes)", flush=True)
+                return
+            raise ConfigError(
+                f"eval.top_k = {tuple(ks)} asks for P@k / nDCG@k with k = {', '.join(map(str, bad))}, but the "
+                f"dataset has {c} classes; set --config.eval.top_k=\"{ok}\" (every k between 1 and {c})")
 
     # -- phases and state ----------------------------------------------------------------------------
 
@@ -309,19 +334,21 @@ class Experiment:
 
     def restore(self, workdir: str, step: int | None = None):
         """(train state, step) from a workdir's checkpoint (the latest when step is None)."""
-        ckpt = Checkpointer(workdir, 1, async_save=False)
+        ckpt = Checkpointer(workdir, 1, async_save=False, read_only=True)
         try:
-            step = ckpt.latest_step() if step is None else int(step)
+            target_of = lambda loop: self.checkpoint_target(int(loop.get("phase", 0)))  # noqa: E731
             if step is None:
-                raise FileNotFoundError(
-                    f"no checkpoint in {ckpt.directory}; train first: python -m ltjax.train --config ... "
-                    f"--workdir {workdir}"
-                )
-            loop = ckpt.restore_loop(step)
-            restored, _ = ckpt.restore(step, self.checkpoint_target(int(loop.get("phase", 0))))
+                step, restored, _ = ckpt.restore_newest(target_of)
+                if step is None:
+                    raise CheckpointError(
+                        f"no checkpoint in {ckpt.directory}; train first: python -m ltjax.train --config ... "
+                        f"--workdir {workdir}"
+                    )
+            else:
+                restored, _ = ckpt.restore_checked(int(step), target_of)
         finally:
             ckpt.close()
-        return restored["train"], step
+        return restored["train"], int(step)
 
     def restore_selected(self, workdir: str):
         """(train state with the selected weights, step) of a run with ``train.select_on``, or None when the

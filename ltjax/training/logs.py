@@ -1,7 +1,8 @@
 """Run logs: ``metrics.jsonl`` and TensorBoard event files in the workdir, a progress bar or lines.
 
 On resume from step s the records after s are dropped from ``metrics.jsonl`` and TensorBoard is told
-to purge events after s, so a resumed run's logs equal an uninterrupted run's.  Only process 0 writes.
+to purge events after s, so a resumed run's logs equal an uninterrupted run's; a run that starts at step 0
+in a workdir with logs (an earlier start that failed before its first checkpoint) replaces them.  Only process 0 writes.
 """
 from __future__ import annotations
 
@@ -49,11 +50,17 @@ class RunLog:
         self._bar = None
         if not self.enabled:
             return
-        _truncate_jsonl(self.path, resume_step)
-        self._file = open(self.path, "a")
+        # a fresh start (step 0) replaces whatever an earlier start that never reached a checkpoint logged
+        if resume_step:
+            _truncate_jsonl(self.path, resume_step)
+            self._file = open(self.path, "a")
+        else:
+            self._file = open(self.path, "w")
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        tb_dir = os.path.join(workdir, "tensorboard")
+        purge = resume_step + 1 if resume_step else (0 if os.path.isdir(tb_dir) else None)
+        self._tb = SummaryWriter(tb_dir, purge_step=purge)
         use_bar = progress == "on" or (progress == "auto" and sys.stderr.isatty())
         if use_bar:
             from tqdm import tqdm

@@ -13,16 +13,19 @@ single-phase method and ``train/<phase>/<name>`` otherwise; the progress bar sho
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
 import numpy as np
 
 from ltjax.data import partial
-from ltjax.errors import NonFiniteLossError
+from ltjax.errors import NonFiniteLossError, RunInterrupted
 from ltjax.training import selection
 from ltjax.training.checkpoint import Checkpointer
 from ltjax.training.experiment import Experiment, compute_dtype  # noqa: F401 (re-exported)
@@ -133,6 +136,10 @@ class _Run:
         self.select_every = max(int(cfg.train.get("select_every_epochs", 1)), 1)
         self.selection = None if exp.select is None else selection.new_record(*exp.select)
         self.best = None if exp.select is None else selection.BestWeights(workdir)
+        self.on_start = lambda: None  # called once the state (fresh or restored) is ready
+        self.fresh_start = False
+        self.interrupted = False  # set by Ctrl-C (SIGINT) during a training phase
+        self.in_train_phase = False
 
     def save(self, state, step: int, phase: int, phase_step: int, iterators: dict, window: list):
         loop_state = {
@@ -160,6 +167,7 @@ class _Run:
         exp, log, plan = self.exp, self.log, self.exp.phases[index]
         phase = plan.name if self.multi else None
         iterators = {s: exp.feed.train_stream(plan.samplers[s], plan.length, plan.tags[s]) for s in plan.streams}
+        self.in_train_phase = True
         try:
             if k0:
                 for s, it in iterators.items():
@@ -203,7 +211,19 @@ class _Run:
                         self.ckpt.wait()
                 if self.eval_every and k % (self.eval_every * spe) == 0 and step < exp.total_steps:
                     evaluate_and_report(exp, state, self.workdir, step, log)
+                if self.interrupted:  # Ctrl-C: a checkpoint of this step, then stop
+                    if pending is not None:
+                        loss, lr = self.check(*pending)
+                        window.append(loss)
+                        pending = None
+                    if not (step % self.ckpt_every == 0 or k % spe == 0 or last):
+                        self.save(state, step, index, k, iterators, window)
+                    self.ckpt.wait()
+                    raise RunInterrupted(
+                        f"interrupted (Ctrl-C) at step {step} of {exp.total_steps}; saved a checkpoint of step "
+                        f"{step} in {self.ckpt.directory}. Run the same command again to resume from it")
         finally:
+            self.in_train_phase = False
             for it in iterators.values():
                 if hasattr(it, "close"):  # stops grain worker processes and frees their shared memory
                     it.close()
@@ -234,16 +254,57 @@ class _Run:
         self.ckpt.wait()  # a phase boundary: committed before the next phase starts
         return state
 
+    def _phases(self, state, index: int, k: int, loop: dict):
+        """Run the phases from phase ``index``, step ``k`` in it; returns the final state."""
+        exp, log = self.exp, self.log
+        while index < len(exp.phases):
+            plan = exp.phases[index]
+            if k >= plan.length:  # the phase is complete: move on to the next one
+                index, k = index + 1, 0
+                if index < len(exp.phases):
+                    state = exp.enter(index, state)
+                continue
+            if self.multi:
+                log.set_phase(plan.name)
+                log.message(f"phase {index + 1}/{len(exp.phases)}: {plan.name} ({plan.kind}, "
+                            f"steps {plan.start + 1}..{plan.end})")
+            if plan.kind == "train":
+                state = self.train_phase(state, index, k, loop)
+            else:
+                state = self.pass_phase(state, index)
+            k = plan.length
+        return state
+
+    @contextlib.contextmanager
+    def _checkpoint_on_sigint(self):
+        """The first Ctrl-C during a training phase asks the loop to checkpoint the current step and stop
+        (:class:`RunInterrupted`); elsewhere, or a second Ctrl-C, interrupts at once.  Only in the main
+        thread of a single-process run (a multi-process save needs every process: there, Ctrl-C stops at
+        once and the run resumes from its last periodic checkpoint)."""
+        if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.in_train_phase and not self.interrupted:
+                self.interrupted = True
+                return
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def run(self) -> dict:
         exp, ckpt = self.exp, self.ckpt
-        latest = ckpt.latest_step()
-        index, k, loop = 0, 0, {}
+        index, k = 0, 0
+        latest, restored, loop = ckpt.restore_newest(lambda lp: exp.checkpoint_target(int(lp.get("phase", 0))))
         if latest is None:
             state = exp.initial_state()
         else:
-            loop = ckpt.restore_loop(latest)
             index, k = int(loop.get("phase", 0)), int(loop.get("phase_step", latest))
-            restored, loop = ckpt.restore(latest, exp.checkpoint_target(index))
             state = restored["train"]
             if self.selection is not None and loop.get("selection") is not None:
                 self.selection = loop["selection"]
@@ -253,8 +314,12 @@ class _Run:
                     "or the original config.seed"
                 )
         start = 0 if latest is None else int(latest)
+        self.on_start()  # config.json: the run exists from here on
         self.log = log = RunLog(self.workdir, start, exp.total_steps, exp.config.train.progress_bar)
         try:
+            if self.fresh_start:
+                log.message(f"note: the earlier run in {self.workdir} stopped before its first checkpoint; "
+                            "this one starts afresh with its own config")
             if jax.process_index() == 0 and (not start or not os.path.exists(os.path.join(self.workdir, "phases.json"))):
                 # (also for a run started from a copied checkpoint, e.g. scripts/ablate_ldrnet.py's branches)
                 _write_json(os.path.join(self.workdir, "phases.json"), describe(exp.phases))
@@ -269,22 +334,8 @@ class _Run:
                 log.message(exp.frozen.describe())
             if start:
                 log.message(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
-            while index < len(exp.phases):
-                plan = exp.phases[index]
-                if k >= plan.length:  # the phase is complete: move on to the next one
-                    index, k = index + 1, 0
-                    if index < len(exp.phases):
-                        state = exp.enter(index, state)
-                    continue
-                if self.multi:
-                    log.set_phase(plan.name)
-                    log.message(f"phase {index + 1}/{len(exp.phases)}: {plan.name} ({plan.kind}, "
-                                f"steps {plan.start + 1}..{plan.end})")
-                if plan.kind == "train":
-                    state = self.train_phase(state, index, k, loop)
-                else:
-                    state = self.pass_phase(state, index)
-                k = plan.length
+            with self._checkpoint_on_sigint():
+                state = self._phases(state, index, k, loop)
             ckpt.wait()
             if self.selection is None:
                 return evaluate_and_report(exp, state, self.workdir, exp.total_steps, log)
@@ -304,10 +355,29 @@ class _Run:
 
 
 def train_and_evaluate(config, workdir: str, *, dataset=None) -> dict:
+    """Train ``config`` into ``workdir`` (resuming from its newest intact checkpoint) and evaluate.
+
+    Holds the workdir's lock throughout (process 0; a second run into it stops at once), refuses a workdir
+    that holds a run with another config, and writes ``config.json`` only once everything that can be
+    checked before the first step has been (the dataset, the model, the state or the checkpoint to resume):
+    a start that fails leaves the workdir free for the corrected command."""
+    from ltjax.config import save_config
+    from ltjax.training.workdir import WorkdirLock, check_same_run
+
     os.makedirs(workdir, exist_ok=True)
-    exp = Experiment(config, dataset)
-    ckpt = Checkpointer(workdir, int(config.train.keep_checkpoints))
+    lock = WorkdirLock(workdir)
+    if jax.process_index() == 0:
+        lock.acquire()
     try:
-        return _Run(exp, workdir, ckpt).run()
+        fresh = check_same_run(config, workdir)
+        exp = Experiment(config, dataset)
+        ckpt = Checkpointer(workdir, int(config.train.keep_checkpoints))
+        try:
+            run = _Run(exp, workdir, ckpt)
+            run.on_start = lambda: save_config(config, workdir) if jax.process_index() == 0 else None
+            run.fresh_start = fresh
+            return run.run()
+        finally:
+            ckpt.close()
     finally:
-        ckpt.close()
+        lock.release()

@@ -21,9 +21,11 @@ import math
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
-from ltjax.errors import ConfigError
+from ltjax.errors import CheckpointError, ConfigError
+from ltjax.training.checkpoint import inspect_step, seal
 
 ALIASES = {"AUC": "auc_macro", "auc": "auc_macro"}
 TOP_LEVEL = ("mAP", "auc_macro", "mACC", "micro_f1", "macro_f1")
@@ -102,6 +104,8 @@ class BestWeights:
             return
         self.manager.save(int(step), args=ocp.args.StandardSave(self.weights_of(state)), force=True)
         self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            seal(os.path.join(self.directory, str(int(step))))  # checked on restore (ltjax.training.checkpoint)
 
     def restore(self, step: int, abstract_state) -> dict:
         if int(step) not in self.manager.all_steps():
@@ -109,6 +113,11 @@ class BestWeights:
                 f"the selected checkpoint (step {step}) is missing from {self.directory}; it holds "
                 f"{sorted(self.manager.all_steps())}. Evaluate a step of the run with --step N instead"
             )
+        status, reason = inspect_step(os.path.join(self.directory, str(int(step))))
+        if status == "damaged":
+            raise CheckpointError(
+                f"the selected weights (step {step}) in {self.directory} are damaged: {reason}. Evaluate a step "
+                "of the run with --step N instead (the steps are the folder names under WORKDIR/checkpoints)")
         return self.manager.restore(int(step), args=ocp.args.StandardRestore(self.weights_of(abstract_state)))
 
     def close(self) -> None:
