@@ -44,6 +44,10 @@ class WordPieceError(ValueError):
     """A tokenizer.json this tokenizer cannot reproduce (not a BERT WordPiece tokenizer)."""
 
 
+class ImageDecodeError(ValueError, UserError):
+    """An image that does not decode during training or evaluation; the message names the example."""
+
+
 class MissingDependencyError(ImportError, UserError):
     """tensorflow-datasets (or array_record) is not installed; the message says how to get it."""
 

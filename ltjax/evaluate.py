@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     devices.initialize_distributed(config.distributed)
     devices.enable_compilation_cache()
     from ltjax.assets import AssetUnavailableError
+    from ltjax.errors import UserError
     from ltjax.training.loop import Experiment, evaluate_and_report
 
     try:
@@ -50,6 +51,8 @@ def main(argv=None) -> int:
         else:
             state, step = exp.restore(args.workdir, step)
             evaluate_and_report(exp, state, out, step)
+    except UserError:
+        raise  # exit 2 with its message (run_cli)
     except (AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

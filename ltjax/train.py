@@ -65,10 +65,13 @@ def main(argv=None) -> int:
     devices.enable_compilation_cache()
 
     from ltjax.assets import AssetUnavailableError
+    from ltjax.errors import UserError
     from ltjax.training.loop import NonFiniteLossError, train_and_evaluate
 
     try:  # (takes the workdir's lock, checks it holds no other run, writes config.json once the run starts)
         train_and_evaluate(config, args.workdir)
+    except UserError:
+        raise  # exit 2 with its message (run_cli)
     except (NonFiniteLossError, AssetUnavailableError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

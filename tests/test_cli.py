@@ -141,3 +141,167 @@ def test_resuming_a_workdir_with_another_config_is_refused_but_run_settings_may_
     r = run_module("ltjax.train", "--config", f"{TINY}:1", "--workdir", workdir)
     assert r.returncode == 0, r.stderr
 
+
+
+# ---- user mistakes and interruptions (issue 18): exit 2, one paragraph, no traceback, nothing lost --------
+
+
+def _cli(module, *argv, env=None):
+    """``python -m module argv`` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import importlib
+    import io
+
+    from ltjax.config import run_cli
+
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = run_cli(main, list(argv))
+            except SystemExit as e:
+                code = e.code
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert "Traceback" not in err.getvalue()
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    code, _, err = _cli("ltjax.train", "--config", f"{TINY}:1", "--workdir", str(workdir))
+    assert code == 0, err
+    return workdir
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("configs/yeast.py:nosuch", ["'nosuch'", "unknown method", "registered methods"]),
+    ("configs/bce_yeast.py:abc", ["'abc'", "whole number", "arg: an optional seed"]),
+    ("configs/synthetic_lt.py:bce,huge", ["'bce,huge'", "unknown size preset 'huge'", "arg: ``METHOD[,SIZE]``"]),
+])
+def test_a_config_argument_the_file_rejects_is_named_with_the_files_own_help(tmp_path, spec, words):
+    code, _, err = _cli("ltjax.train", "--config", spec, "--workdir", str(tmp_path / "w"))
+    assert code == 2 and all(w in err for w in words), err
+    assert not (tmp_path / "w").exists()
+
+
+def test_evaluate_step_mistakes_list_what_exists(tiny_run):
+    before = sorted(os.listdir(tiny_run / "checkpoints"))
+    code, _, err = _cli("ltjax.evaluate", "--workdir", str(tiny_run), "--step", "abc")
+    assert code == 2 and "--step 'abc' is not a checkpoint step" in err
+    code, _, err = _cli("ltjax.evaluate", "--workdir", str(tiny_run), "--step", "12345")
+    assert code == 2 and "no checkpoint of step 12345" in err and "8, 16" in err
+    assert sorted(os.listdir(tiny_run / "checkpoints")) == before
+
+
+def test_eval_fields_and_batch_are_checked_before_anything_is_written(tmp_path, tiny_run):
+    w = tmp_path / "w"
+    cases = [
+        (["--config.eval.split=bogus"], ["eval.split = 'bogus'", "its splits: train, test"]),
+        (["--config.eval.top_k=(1, 20)"], ["eval.top_k = (1, 20)", "12 classes", "--config.eval.top_k"]),
+        (["--config.data.batch_size=12"], ["data.batch_size=12", "8 devices", "--config.data.batch_size=8"]),
+    ]
+    for flags, words in cases:
+        code, _, err = _cli("ltjax.train", "--config", TINY, "--workdir", str(w), *flags)
+        assert code == 2 and all(x in err for x in words), err
+        assert not os.path.exists(w / "config.json") and not os.path.exists(w / "checkpoints")
+    mtime = os.path.getmtime(tiny_run / "eval.json")
+    code, _, err = _cli("ltjax.evaluate", "--workdir", str(tiny_run), "--config.eval.split=bogus")
+    assert code == 2 and "eval.split = 'bogus'" in err and os.path.getmtime(tiny_run / "eval.json") == mtime
+
+
+def test_the_default_top_k_keeps_the_k_a_small_dataset_has(tmp_path):
+    code, out, err = _cli("ltjax.train", "--config", f"{TINY}:1", "--workdir", str(tmp_path / "w"),
+                          "--config.data.num_classes=4")
+    assert code == 0, err
+    assert "eval.top_k is (1, 3)" in out
+    assert json.load(open(tmp_path / "w" / "eval.json"))["top_k"] == [1, 3]
+
+
+def test_unusable_workdirs_and_a_missing_checkpoint(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("keep me")
+    code, _, err = _cli("ltjax.train", "--config", TINY, "--workdir", str(f))
+    assert code == 2 and "is a file, not a folder" in err and f.read_text() == "keep me"
+    if os.geteuid() == 0:
+        code, _, err = _cli("ltjax.train", "--config", TINY, "--workdir", "/sys/ltjax_run")
+        assert code == 2 and "cannot be written" in err
+    empty = tmp_path / "empty"
+    code, _, err = _cli("ltjax.train", "--config", TINY, "--workdir", str(empty), "--config.train.num_epochs=0")
+    assert code == 2
+    from ltjax.config import save_config
+    from helpers import small_synthetic_config
+
+    save_config(small_synthetic_config(), str(empty))
+    code, _, err = _cli("ltjax.evaluate", "--workdir", str(empty))
+    assert code == 2 and "no checkpoint in" in err and "train first" in err
+
+
+def test_an_unwritable_cache_is_named(tmp_path, capsys):
+    from ltjax import assets
+    from ltjax.errors import CacheDirError
+    from ltjax.training import devices
+
+    bad = "/proc/ltjax_cache"  # nobody, root included, can create anything there
+    os.environ["LTJAX_CACHE_DIR"] = bad
+    saved = os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    try:
+        devices.enable_compilation_cache()  # an optimisation: a warning, and the run goes on
+        assert "LTJAX_CACHE_DIR" in capsys.readouterr().err
+        with pytest.raises(CacheDirError, match="LTJAX_CACHE_DIR=/proc/ltjax_cache"):
+            assets.make_cache_folder(assets.cache_dir() / "tiles_voc_lt")
+    finally:
+        del os.environ["LTJAX_CACHE_DIR"]
+        if saved is not None:
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = saved
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_leaves_the_workdir_to_the_fix(tmp_path):
+    w = str(tmp_path / "w")
+    code, _, err = _cli("ltjax.train", "--config", f"{TINY}:1", "--workdir", w, "--config.optimizer.name=sgd",
+                        "--config.optimizer.lr=1e12", "--config.optimizer.grad_clip_norm=0",
+                        "--config.schedule.warmup_steps=0")
+    assert code == 1 and "Lower optimizer.lr" in err
+    code, out, err = _cli("ltjax.train", "--config", f"{TINY}:1", "--workdir", w)  # the fix, same workdir
+    assert code == 0, err
+    assert "stopped before its first checkpoint" in out
+    assert json.load(open(os.path.join(w, "config.json")))["optimizer"]["lr"] == 1e-2
+    assert [r["step"] for r in _records(w)] == [4, 8, 12, 16]  # the failed start's rows are gone
+
+
+def test_ctrl_c_checkpoints_the_current_step_and_the_same_command_resumes_it(tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    args = ["--config", f"{TINY}:6", "--config.train.checkpoint_every=1000"]
+    ref = str(tmp_path / "ref")
+    code, _, err = _cli("ltjax.train", *args, "--workdir", ref)
+    assert code == 0, err
+    w = tmp_path / "w"
+    p = subprocess.Popen([sys.executable, "-m", "ltjax.train", *args, "--workdir", str(w)], cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 240
+    log = w / "metrics.jsonl"
+    while time.time() < deadline and not (log.exists() and log.read_text()):
+        time.sleep(0.05)  # training has started (a logged row)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "Run the same command again to resume" in err
+    step = int(re.search(r"saved a checkpoint of step (\d+)", err).group(1))
+    assert 0 < step < 96 and step % 16 != 0  # mid-epoch: not a periodic checkpoint
+    code, out, err = _cli("ltjax.train", *args, "--workdir", str(w))
+    assert code == 0 and f"resumed from the checkpoint at step {step}" in out
+    assert _records(str(w)) == _records(ref)  # metrics.jsonl line for line (bar the wall-clock speed)
+    a, b = (json.load(open(os.path.join(d, "eval.json"))) for d in (ref, w))
+    assert a["per_class"] == b["per_class"]

@@ -58,8 +58,8 @@ classes are every label name found in any manifest (or the label columns), order
 ``data.class_order``: ``"sorted"`` (default, by name) or ``"frequency"`` (most frequent in the training
 split first, ties by name).
 
-Every other field: ``data.kind``, ``data.root``, ``data.verify_files`` (check that every image exists
-before anything else happens; default on), ``data.display_name`` (the dataset name in reports and
+Every other field: ``data.kind``, ``data.root``, ``data.verify_files`` (check that every image exists, is
+not empty and has a header PIL recognises, before anything else happens; default on), ``data.display_name`` (the dataset name in reports and
 ``eval.json``; default ``custom``), plus the fields of :func:`ltjax.data.sources.source_defaults` for
 BOTH kinds (storage and prepared_dir; the image fields ``image_size``, ``augment``, ...; the text
 fields), because a config's fields are fixed when it is built, before ``kind`` is known; the fields of
@@ -82,6 +82,7 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 import re
 
 import ml_collections
@@ -128,7 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.class_names = ""  # optional comma list fixing the classes and their order
     c.class_order = "sorted"  # without class_names: "sorted" (by name) | "frequency" (training counts)
     c.display_name = NAME  # the dataset's name in reports and eval.json
-    c.verify_files = True  # check at build time that every image file exists
+    c.verify_files = True  # check at build time that every image file exists, is not empty and has an image header
     # images: False when a horizontal flip changes what an image shows (text, digits, laterality that a
     # label names); then no pipeline flips, whatever flip_prob says
     c.hflip_preserves_labels = True
@@ -159,6 +160,7 @@ class Row:
     id: str | None = None
     split: str | None = None
     group: str | None = None
+    blank_labels: bool = False  # a labels cell of only spaces (read as no labels; warned about)
 
     @property
     def where(self) -> str:
@@ -328,7 +330,9 @@ def _make_row(fmt: _Format, record: dict, label_cols, file: str, line: int, json
             labels = _parse_label_cell(raw, fmt.label_separator, where)
     else:
         labels = tuple(c for c in label_cols if _parse_flag(record[c], c, where))
-    row = Row(file=file, line=line, item=item, labels=labels)
+    blank = label_cols is None and isinstance(record["labels"], str) and record["labels"] != "" \
+        and not record["labels"].strip()
+    row = Row(file=file, line=line, item=item, labels=labels, blank_labels=blank)
     if record.get("id") is not None:
         row.id = _parse_scalar(record["id"], "id", where)
     if fmt.split_column:
@@ -653,6 +657,23 @@ def _classes(cfg, by_split: dict, label_cols) -> tuple[tuple[str, ...], bool]:
     return tuple(sorted(names)), False
 
 
+def _warn_suspicious_rows(manifests: dict[str, list[Row]], kind: str) -> None:
+    """Rows that are accepted but probably not what the user meant: a labels cell of only spaces (read as
+    no labels) and, for text, an empty document.  One warning line each kind, with the file:line of each."""
+    import jax
+
+    rows = [r for rs in manifests.values() for r in rs]
+    groups = [("a labels cell of only spaces, read as no labels", [r for r in rows if r.blank_labels])]
+    if kind == "text":
+        groups.append(("an empty document", [r for r in rows if not r.item.strip()]))
+    for what, found in groups:
+        if found and jax.process_index() == 0:
+            shown = ", ".join(r.where for r in found[:_MAX_LISTED])
+            more = f" and {len(found) - _MAX_LISTED} more" if len(found) > _MAX_LISTED else ""
+            print(f"warning: {NAME}: {len(found)} row{'s' if len(found) > 1 else ''} with {what}: {shown}{more}",
+                  file=sys.stderr, flush=True)
+
+
 def build_source(data_cfg) -> Source:
     """The :class:`Source` of a custom dataset (``config.data`` with any absent field at its default)."""
     cfg = with_defaults(data_cfg, default_config())
@@ -667,6 +688,7 @@ def build_source(data_cfg) -> Source:
         manifests[role], label_cols[role] = read_manifest(path, **fmt)
         if not manifests[role]:
             raise ManifestError(f"{path}: the manifest has no examples (data.{role}); {_FORMAT_HELP}")
+    _warn_suspicious_rows(manifests, kind)
     main_cols = label_cols["manifest"]
     for role, cols in label_cols.items():
         if cols != main_cols:
@@ -685,6 +707,18 @@ def build_source(data_cfg) -> Source:
             roots = {p: os.path.abspath(os.path.expanduser(str(cfg.root))) if str(cfg.root) else os.path.dirname(p)
                      for p in paths.values()}
             raise _missing_images_error(missing, roots)
+        from ltjax.data.images import unreadable_images
+
+        rows = {resolved[id(r)]: r for rows in manifests.values() for r in rows}
+        bad = unreadable_images(rows)
+        if bad:
+            shown = "\n".join(f"  {p}  ({rows[p].where}): {why}" for p, why in bad[:_MAX_LISTED])
+            more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+            raise DatasetFilesError(
+                f"{NAME}: {len(bad)} image file{'s' if len(bad) > 1 else ''} cannot be read:\n{shown}{more}\n"
+                "Replace them with the intact files, or remove their rows from the manifest; "
+                "--config.data.verify_files=false skips this check (training then stops at the first one)."
+            )
     class_names, fixed = _classes(cfg, by_split, main_cols)
     index = {n: c for c, n in enumerate(class_names)}
     splits = {

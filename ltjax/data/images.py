@@ -75,6 +75,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ltjax.data import autoaugment
+from ltjax.errors import ImageDecodeError
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, pixel scale 0-255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -145,6 +146,25 @@ def decode_image(src) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"{_describe(src)} decoded to an array of shape {arr.shape} {arr.dtype}, not RGB uint8")
     return arr
+
+
+def unreadable_images(paths) -> list[tuple[str, str]]:
+    """``(path, reason)`` for each existing file in ``paths`` that is empty or whose header no image format
+    recognises (a cheap scan: PIL reads the first bytes only; a file truncated later in its data passes here
+    and fails when decoded)."""
+    bad = []
+    for path in paths:
+        try:
+            if os.path.getsize(path) == 0:
+                bad.append((path, "the file is empty (0 bytes)"))
+                continue
+            with Image.open(path):
+                pass
+        except FileNotFoundError:
+            continue  # reported by the existence check
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            bad.append((path, f"not an image file PIL can read ({type(e).__name__})"))
+    return bad
 
 
 def resize(img: np.ndarray, size) -> np.ndarray:
@@ -494,7 +514,12 @@ class ImageTransform:
         if "inputs" not in example:
             raise KeyError(f"an image example needs an 'inputs' entry (path or bytes); it has keys {sorted(example)}")
         out = dict(example)
-        out["inputs"] = self.image(example["inputs"], rng)
+        try:
+            out["inputs"] = self.image(example["inputs"], rng)
+        except ValueError as e:  # name the example: its source may be bytes (a prepared dataset)
+            which = ", ".join(f"{k} {np.asarray(example[k]).item()!r}" for k in ("id", "index") if k in example
+                              and np.ndim(example[k]) == 0)
+            raise ImageDecodeError(f"example {which or '(no id)'}: {e}") from None
         return out
 
     def denormalize(self, x) -> np.ndarray:
@@ -510,6 +535,7 @@ __all__ = [
     "adjust_contrast",
     "adjust_hsv",
     "decode_image",
+    "unreadable_images",
     "denormalize",
     "hsv_to_rgb",
     "image_defaults",

@@ -78,6 +78,9 @@ def inspect_step(step_dir: str) -> tuple[str, str]:
     if not os.path.exists(path):
         if not any(files for _r, _d, files in os.walk(step_dir)):
             return "damaged", "the step folder is empty"
+        problem = _structure_problem(step_dir)
+        if problem:
+            return "damaged", problem
         return "unverified", "no checksum file (written by an older ltjax, or the run stopped before sealing it)"
     try:
         with open(path) as f:
@@ -98,6 +101,29 @@ def inspect_step(step_dir: str) -> tuple[str, str]:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         return "damaged", "; ".join(problems[:3]) + more
     return "intact", ""
+
+
+# files every item of an ltjax step holds (orbax's layout: a StandardSave "state" in OCDBT, a JsonSave "loop")
+_REQUIRED = (os.path.join("state", "_METADATA"), os.path.join("state", "manifest.ocdbt"), os.path.join("loop", "metadata"))
+
+
+def _structure_problem(step_dir: str) -> str:
+    """What is visibly wrong with an unsealed step without reading its arrays: a required file missing or
+    empty, or a loop item that is not JSON ("" when none; a restore still decides)."""
+    if not os.path.isdir(os.path.join(step_dir, "state")):  # not an ltjax train-state step (e.g. best/)
+        return ""
+    for rel in _REQUIRED:
+        path = os.path.join(step_dir, rel)
+        if not os.path.isfile(path):
+            return f"{rel} is missing"
+        if os.path.getsize(path) == 0:
+            return f"{rel} is empty"
+    try:
+        with open(os.path.join(step_dir, "loop", "metadata")) as f:
+            json.load(f)
+    except (OSError, ValueError) as e:
+        return f"loop/metadata is not JSON ({e})"
+    return ""
 
 
 def set_aside(step_dir: str, reason: str) -> str | None:
