@@ -214,11 +214,11 @@ def test_group_level_split(tmp_path, jpeg):
         assert src.info["groups_per_split"]["test"] == len(taken)
 
 
-def test_split_column_and_manifests_honoured_exactly(tree):
+def test_split_column_and_manifests_honoured_exactly(tree, jpeg, png):
     (tree / "train.jsonl").write_text('{"path": "images/a.jpg", "labels": ["cat"]}\n'
                                       '{"path": "images/b.png", "labels": ["dog"]}\n')
     (tree / "t").mkdir()
-    write_images(tree / "t", ["z.jpg"], b"x", b"x")
+    write_images(tree / "t", ["z.jpg"], jpeg, png)
     (tree / "t" / "test.csv").write_text("path,labels\nz.jpg,cat\n../images/c.jpg,\n")
     (tree / "val.csv").write_text("path,labels\nimages/e.png,bird\n")
     src = custom.build_source(cfg(tree / "train.jsonl", test_manifest=str(tree / "t" / "test.csv"),
@@ -443,3 +443,24 @@ def test_train_and_evaluate_through_the_cli(tmp_path, jpeg, png):
     }
     assert np.isfinite(report["mAP"])
     assert os.listdir(tmp_path / "tfds")  # the default storage wrote a prepared copy
+
+
+def test_empty_and_non_image_files_are_named_with_their_manifest_line_before_training(tree):
+    (tree / "images" / "a.jpg").write_bytes(b"")
+    (tree / "images" / "b.png").write_bytes(b"<html>not found</html>")
+    with pytest.raises(custom.DatasetFilesError) as e:
+        custom.build_source(cfg(tree / "labels.csv"))
+    text = str(e.value)
+    assert "2 image files cannot be read" in text
+    assert "a.jpg  (" in text and "labels.csv:2): the file is empty" in text
+    assert "b.png" in text and "not an image file PIL can read" in text and "verify_files=false" in text
+    custom.build_source(cfg(tree / "labels.csv", verify_files=False))  # the check can be skipped
+
+
+def test_blank_label_cells_and_empty_documents_are_warned_about_with_their_lines(tmp_path, capsys):
+    m = tmp_path / "docs.csv"
+    m.write_text("text,labels\nthe heart is normal,a\nclear lungs,   \n,b\nsmall effusion,b\n")
+    custom.build_source(cfg(m, kind="text"))
+    err = capsys.readouterr().err
+    assert f"1 row with a labels cell of only spaces, read as no labels: {m}:3" in err
+    assert f"1 row with an empty document: {m}:4" in err
