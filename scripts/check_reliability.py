@@ -252,6 +252,9 @@ def _ctrl_c(root):
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    resumed = [ln for ln in again.stdout.splitlines() if ln.startswith("resumed from")]
+    err += f"\n[the same command again: exit {again.returncode}; {resumed[0] if resumed else 'did not resume'}]"
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
