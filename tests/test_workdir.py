@@ -77,7 +77,7 @@ def test_two_runs_started_together_one_finishes_as_alone_the_other_stops_at_once
     from ltjax.training.loop import Experiment, train_and_evaluate
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "ltjax.train", "--config", "tests/configs/tiny_synthetic.py:3",
+    cmd = [sys.executable, "-m", "ltjax.train", "--config", "tests/configs/tiny_synthetic.py:2",
            "--workdir", str(tmp_path / "both")]
     procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -95,4 +95,4 @@ def test_two_runs_started_together_one_finishes_as_alone_the_other_stops_at_once
                                 jax.device_get(exp.restore(str(tmp_path / "both"))[0].params))
     rows = [(tmp_path / w / "metrics.jsonl").read_text().splitlines() for w in ("both", "ref")]
     strip = [[{k: v for k, v in json.loads(r).items() if k != "examples_per_s"} for r in rs] for rs in rows]
-    assert strip[0] == strip[1] and len(strip[0]) > 10  # every row of the run that ran, none lost
+    assert strip[0] == strip[1] and len(strip[0]) >= 8  # every row of the run that ran, none lost

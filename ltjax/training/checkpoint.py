@@ -149,6 +149,21 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
+def _collect_quietly() -> None:
+    """Collect the asyncio tasks of a failed orbax restore now, with asyncio's "Task exception was never
+    retrieved" log (a traceback per array) muted: the failure is reported once, by the caller."""
+    import gc
+    import logging
+
+    log = logging.getLogger("asyncio")
+    was = log.disabled
+    log.disabled = True
+    try:
+        gc.collect()
+    finally:
+        log.disabled = was
+
+
 def warn(message: str) -> None:
     if jax.process_index() == 0:
         print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -229,6 +244,7 @@ class Checkpointer:
 
     def _damaged(self, step: int, reason: str) -> str:
         """Move step aside (process 0) and return the warning that says so."""
+        _collect_quietly()  # a failed restore leaves orbax's read tasks behind: no tracebacks from them
         where = set_aside(self.step_dir(step), reason) if jax.process_index() == 0 else None
         moved = f"; moved to {where}" if where else ""
         return f"checkpoint step {step} in {self.directory} is damaged: {reason}{moved}"
