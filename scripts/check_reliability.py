@@ -36,9 +36,11 @@ def run(module, *args, env=None, timeout=600):
 
 
 def first_line(p):
-    for line in (p.stderr.strip() + "\n" + p.stdout.strip()).splitlines():
-        line = line.strip()
+    lines = [ln.strip() for ln in (p.stderr.strip() + "\n" + p.stdout.strip()).splitlines()]
+    for i, line in enumerate(lines):
         if line.startswith(("error:", "warning:", "interrupted", "note:")):
+            if line.endswith(":") and i + 1 < len(lines):  # the message goes on with a list
+                line += " " + lines[i + 1]
             return line[:160]
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "")[:160]

@@ -33,12 +33,19 @@ from ltjax.training.logs import RunLog
 from ltjax.training.phases import describe
 
 
-def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int, split: str | None = None) -> dict:
+SCORES_FILE = "scores.npz"  # the evaluated split's per-example scores, next to eval.json (scripts/compare.py)
+
+
+def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int, split: str | None = None,
+                 keep=None) -> dict:
+    """The evaluation report of ``split``; ``keep`` (a dict) receives its ``scores`` and ``labels``."""
     from ltjax import metrics
 
     cfg = exp.config
     split = split or cfg.eval.split
     scores, labels = exp.predict(params, batch_stats, split, method_state)
+    if keep is not None:
+        keep.update(scores=scores, labels=labels)
     result = metrics.evaluate(
         scores,
         labels,
@@ -52,6 +59,15 @@ def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int, 
     if "odir" in exp.meta.info.get("extra_metrics", ()):  # the ODIR-5K challenge scores (metrics.odir_scores)
         result["odir"] = metrics.odir_scores(labels, scores, threshold=float(cfg.eval.threshold))
     return result
+
+
+def write_scores(path: str, scores, labels, class_names, *, split: str, step: int) -> None:
+    """``scores.npz``: float32 scores [N, C], uint8 labels [N, C] (the evaluated split, dataset order),
+    the class names, the split and the step (written atomically)."""
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, scores=np.asarray(scores, np.float32), labels=np.asarray(labels, np.uint8),
+                        class_names=np.asarray(list(class_names)), split=np.asarray(split), step=np.asarray(int(step)))
+    os.replace(tmp, path)
 
 
 def _write_json(path: str, value) -> None:
@@ -79,7 +95,8 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
 
     cfg = exp.config
     main, use_ema, has_ema = _reported_weights(exp, state)
-    result = _eval_result(exp, main, state.batch_stats, state.method_state, step)
+    kept = {}
+    result = _eval_result(exp, main, state.batch_stats, state.method_state, step, keep=kept)
     if selection is not None:
         result["selection"] = dict(selection)
     if exp.method.summary is not None and jax.tree.leaves(state.method_state):
@@ -93,6 +110,8 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         _write_json(os.path.join(workdir, "eval.json"), result)
+        write_scores(os.path.join(workdir, SCORES_FILE), kept["scores"], kept["labels"], exp.meta.class_names,
+                     split=str(cfg.eval.split), step=step)
         report.plot_ap_vs_frequency(result, os.path.join(workdir, "ap_vs_frequency.png"))
         weights = f", {result['weights']} weights" if has_ema else ""
         title = f"{cfg.method.name} on {exp.meta.name} ({cfg.eval.split} split, step {step}{weights})"
