@@ -184,7 +184,12 @@ def test_when_no_step_is_intact_training_refuses_once_then_starts_over(trained, 
     assert inspect_step(str(copy / "checkpoints" / "32")) == ("intact", "")
 
 
-@pytest.mark.parametrize("damage", ["flipped_bytes", "empty_step", "garbage_loop"])
+_SLOW = pytest.mark.slow  # the same restore code as evaluate's matrix; three kinds stay in the default suite
+
+
+@pytest.mark.parametrize("damage", ["flipped_bytes", "empty_step", "garbage_loop",
+                                    *(pytest.param(d, marks=_SLOW) for d in ("truncated", "deleted_file",
+                                                                              "deleted_metadata", "empty_manifest"))])
 def test_training_resumes_from_the_newest_intact_step_and_ends_as_the_uninterrupted_run(trained, tmp_path,
                                                                                          capsys, damage):
     """The finished run with its last checkpoint (step 32) damaged: the same command resumes from step 24 and

@@ -238,8 +238,29 @@ def test_unusable_workdirs_and_a_missing_checkpoint(tmp_path):
     from helpers import small_synthetic_config
 
     save_config(small_synthetic_config(), str(empty))
-    code, _, err = _cli("ltjax.evaluate", "--workdir", str(empty))
-    assert code == 2 and "no checkpoint in" in err and "train first" in err
+    r = run_module("ltjax.evaluate", "--workdir", str(empty))  # a process: orbax's threads end with it
+    assert r.returncode == 2 and "no checkpoint in" in r.stderr and "train first" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_into_an_unwritable_folder_says_to_pass_out(tiny_run):
+    target = "/sys/ltjax_eval" if os.geteuid() == 0 else "/proc/ltjax_eval"
+    code, _, err = _cli("ltjax.evaluate", "--workdir", str(tiny_run), "--out", target)
+    assert code == 2 and "cannot be written" in err and "pass --out DIR" in err
+
+
+def test_ltjax_debug_shows_the_traceback_of_a_user_mistake(tmp_path):
+    from ltjax.config import ConfigError, run_cli
+    from ltjax.train import main
+
+    os.environ["LTJAX_DEBUG"] = "1"
+    try:
+        with pytest.raises(ValueError, match="invalid literal for int"):  # the config file's own exception
+            run_cli(main, ["--config", "configs/bce_yeast.py:abc", "--workdir", str(tmp_path)])
+        with pytest.raises(ConfigError, match="optimizer.lrr"):
+            run_cli(main, ["--config", TINY, "--workdir", str(tmp_path), "--config.optimizer.lrr=1"])
+    finally:
+        del os.environ["LTJAX_DEBUG"]
 
 
 def test_an_unwritable_cache_is_named(tmp_path, capsys):
