@@ -91,7 +91,8 @@ def newest_step(w) -> pathlib.Path:
 
 
 def biggest_file(step_dir: pathlib.Path) -> pathlib.Path:
-    files = [f for f in step_dir.rglob("*") if f.is_file() and f.name != "ltjax_checksums.json"]
+    """The biggest array data file (OCDBT's ``d/`` folders) of the step."""
+    files = [f for f in step_dir.rglob("*") if f.is_file() and f.parent.name == "d"]
     return max(files, key=lambda f: f.stat().st_size)
 
 
