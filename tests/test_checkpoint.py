@@ -84,7 +84,8 @@ def _newest(w):
 
 
 def _biggest(step_dir):
-    return max((f for f in step_dir.rglob("*") if f.is_file() and f.name != CHECKSUMS), key=lambda f: f.stat().st_size)
+    """The step's biggest array data file (in OCDBT's d/ folders)."""
+    return max((f for f in step_dir.rglob("*") if f.is_file() and f.parent.name == "d"), key=lambda f: f.stat().st_size)
 
 
 def _flip(f):
