@@ -71,6 +71,38 @@ def test_wordpiece_on_the_real_vocabulary(tok):
     assert tok.tokenize("Hello".encode()) == ["hello"]
 
 
+def _awkward_corpus(seed=0, n=400):
+    """The repository's own prose (README and docs, line by line) and seeded strings of awkward characters:
+    accents, CJK, emoji, control and unusual whitespace, punctuation, the special tokens, long words."""
+    lines = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        lines += [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    pool = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'\"-()[]{}$+=^_~|<>/\\@#%&*")
+    pool += list("éÉàÖüñçøßæœİıĲǅ̈́") + list("我爱北京東京한국語") + ["😁", "☃", "\u2028", "\x0c", "\t", "\n", "\x00", "\ufffd",
+                                                         "\u00a0", "\u3000", "\u200b", "\u0301"]
+    pool += ["[SEP]", "[CLS]", "[MASK]", "[sep]", "x" * 101, "un", "##", "aff", "able"]
+    rng = np.random.default_rng(seed)
+    lines += ["".join(rng.choice(pool, size=rng.integers(1, 60))) for _ in range(n)]
+    return lines
+
+
+def test_the_rust_tokenizer_gives_the_pure_python_references_ids(tok):
+    from wordpiece_reference import WordPieceTokenizer as Reference
+
+    from ltjax.assets import fetch
+    from ltjax.data.wordpiece import TOKENIZER_ASSET
+
+    ref = Reference.from_json(fetch(TOKENIZER_ASSET))
+    corpus = _awkward_corpus()
+    assert len(corpus) > 1000
+    for text in corpus:
+        assert tok.encode(text, None) == ref.encode(text, None), text
+    ids, mask = tok.encode_batch(corpus, max_length=64)
+    ref_ids, ref_mask = ref.encode_batch(corpus, max_length=64)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(mask, ref_mask)
+
+
 def test_encode_truncates_and_pads(tok):
     ids = tok.encode("The weather is lovely today.")
     assert ids == [101, 1996, 4633, 2003, 8403, 2651, 1012, 102]
