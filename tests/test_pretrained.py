@@ -251,7 +251,7 @@ def test_safetensors_unsupported_dtype_and_bad_offsets(tmp_path):
     with pytest.raises(ValueError, match=r"'x' has unsupported safetensors dtype 'F8_E4M3'; supported: .*BF16"):
         read_state_dict(path)
     _write_safetensors(path, {"x": ("F32", np.zeros(3, np.float16))})  # 6 bytes for 3 float32
-    with pytest.raises(ValueError, match=r"'x' \(F32 \[3\]\) needs 12 bytes"):
+    with pytest.raises(ValueError, match=r"bad.safetensors: not a valid safetensors file .*invalid shape, data type, or offset"):
         read_state_dict(path)
 
 
@@ -361,7 +361,7 @@ def test_file_and_format_errors(tmp_path):
         read_state_dict(notorch)
     trunc = tmp_path / "t.safetensors"
     trunc.write_bytes(struct.pack("<Q", 10 ** 6) + b"{}")
-    with pytest.raises(ValueError, match="header length 1000000 exceeds"):
+    with pytest.raises(ValueError, match="t.safetensors: not a valid safetensors file .*invalid header length"):
         read_state_dict(trunc)
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import os
 import pickle
 import struct
@@ -60,18 +59,8 @@ SUPPORTED_FORMATS = (
 
 # ---------------------------------------------------------------------------------- safetensors
 
-_SAFETENSORS_DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),  # raw bits, widened to float32 below
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
-}
+# the safetensors dtypes ltjax reads (numpy's backend; float8 types are not among them)
+_SAFETENSORS_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
 
 
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -88,44 +77,26 @@ def _widen(array: np.ndarray, is_bf16: bool) -> np.ndarray:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 8:
-        raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-    (header_len,) = struct.unpack("<Q", blob[:8])
-    if header_len > len(blob) - 8:
-        raise ValueError(
-            f"{path}: not a safetensors file (header length {header_len} exceeds the file size {len(blob)})"
-        )
-    try:
-        header = json.loads(blob[8:8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a safetensors file (its header is not JSON: {e})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a safetensors file (its header is not a JSON object)")
-    data = memoryview(blob)[8 + header_len:]
+    """Through the ``safetensors`` package (numpy backend, no torch); bfloat16 and float16 widen to float32,
+    and a malformed file or an unsupported dtype is a ValueError that names the file."""
+    from safetensors import SafetensorError, safe_open
+
     out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype_name, shape, (begin, end) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: malformed safetensors header entry for {name!r}: {info!r}") from None
-        if dtype_name not in _SAFETENSORS_DTYPES:
-            raise ValueError(
-                f"{path}: tensor {name!r} has unsupported safetensors dtype {dtype_name!r}; supported: "
-                f"{', '.join(_SAFETENSORS_DTYPES)}"
-            )
-        dtype = _SAFETENSORS_DTYPES[dtype_name]
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if not (0 <= begin <= end <= len(data)) or end - begin != nbytes:
-            raise ValueError(
-                f"{path}: tensor {name!r} ({dtype_name} {shape}) needs {nbytes} bytes but its data_offsets are "
-                f"[{begin}, {end}] in a data section of {len(data)} bytes"
-            )
-        array = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
-        out[name] = np.array(_widen(array, dtype_name == "BF16"))  # own, writable memory
+    try:
+        with safe_open(path, framework="numpy") as f:
+            for name in f.keys():
+                dtype_name = f.get_slice(name).get_dtype()
+                if dtype_name not in _SAFETENSORS_DTYPES:
+                    raise ValueError(
+                        f"{path}: tensor {name!r} has unsupported safetensors dtype {dtype_name!r}; supported: "
+                        f"{', '.join(_SAFETENSORS_DTYPES)}"
+                    )
+                array = f.get_tensor(name)
+                if dtype_name in ("BF16", "F16"):
+                    array = array.astype(np.float32)
+                out[name] = np.array(array)  # own, writable memory
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
     return out
 
 
