@@ -444,6 +444,18 @@ def test_train_and_evaluate_through_the_cli(tmp_path, jpeg, png):
     assert np.isfinite(report["mAP"])
     assert os.listdir(tmp_path / "tfds")  # the default storage wrote a prepared copy
 
+    # predict on the test images (a folder, files sorted by name = the test split's order) = evaluate's scores
+    r = run_module("ltjax.predict", "--workdir", str(workdir), "--inputs", str(data / "test"),
+                   "--out", str(tmp_path / "p.csv"), env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "input,predicted,bird,cat,dog,eel,fish"
+    assert [x.split(",")[0] for x in rows[1:]] == [f"{i}.{'png' if i % 2 else 'jpg'}" for i in range(6)]
+    got = np.array([[float(v) for v in x.split(",")[2:]] for x in rows[1:]])
+    with np.load(workdir / "scores.npz") as z:
+        np.testing.assert_allclose(got, z["scores"], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "p.csv.json").read_text())["step"] == 2
+
 
 def test_empty_and_non_image_files_are_named_with_their_manifest_line_before_training(tree):
     (tree / "images" / "a.jpg").write_bytes(b"")
