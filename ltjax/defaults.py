@@ -32,6 +32,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.missing_ratio = 0.0
     c.data.missing_seed = 0
     c.data.missing_min_observed = 1  # never hide a class's last positive(s); 0 = a plain uniform draw
+    # a validation split carved from the training split for a dataset without one (ltjax/data/stratify.py):
+    # this fraction of the training examples (or groups, e.g. patients), multi-label stratified, seeded
+    c.data.val_from_train = 0.0
+    c.data.val_seed = 0
     c.data.batch_size = 32  # global batch size (all processes together)
     c.data.eval_batch_size = 256
     c.data.num_workers = 0  # grain worker processes (0 = read in threads of the main process)

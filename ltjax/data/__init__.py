@@ -43,11 +43,13 @@ def register_defaults(name: str, fn) -> None:
 
 
 def build_dataset(data_cfg) -> Dataset:
-    """The dataset ``data_cfg.name`` with ``data.missing_ratio`` of its training positives hidden
-    (:mod:`ltjax.data.partial`; none by default)."""
+    """The dataset ``data_cfg.name``, with a validation split carved from its training split when
+    ``data.val_from_train`` > 0 (:mod:`ltjax.data.stratify`), then ``data.missing_ratio`` of its (remaining)
+    training positives hidden (:mod:`ltjax.data.partial`); neither by default."""
     from ltjax.data.partial import apply_missing_labels
+    from ltjax.data.stratify import carve_validation
 
-    return apply_missing_labels(DATASETS.get(data_cfg.name)(data_cfg), data_cfg)
+    return apply_missing_labels(carve_validation(DATASETS.get(data_cfg.name)(data_cfg), data_cfg), data_cfg)
 
 
 __all__ = [

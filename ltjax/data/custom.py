@@ -722,7 +722,8 @@ def build_source(data_cfg) -> Source:
     class_names, fixed = _classes(cfg, by_split, main_cols)
     index = {n: c for c, n in enumerate(class_names)}
     splits = {
-        s: SourceSplit(tuple(r.id for r in rows), tuple(resolved[id(r)] for r in rows), _label_matrix(rows, index))
+        s: SourceSplit(tuple(r.id for r in rows), tuple(resolved[id(r)] for r in rows), _label_matrix(rows, index),
+                       groups=tuple(r.group for r in rows) if cfg.group_column else None)
         for s, rows in by_split.items()
     }
     train_counts = splits["train"].labels.sum(axis=0)

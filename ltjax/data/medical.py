@@ -439,7 +439,8 @@ def chestxray14_source(data_cfg) -> Source:
             "as LDRNet"
         )
     splits = {
-        name: SourceSplit(tuple(names[r] for r in idx), tuple(index[names[r]] for r in idx), labels[idx])
+        name: SourceSplit(tuple(names[r] for r in idx), tuple(index[names[r]] for r in idx), labels[idx],
+                          groups=tuple(str(patients[r]) for r in idx))
         for name, idx in rows.items()
     }
     info["patients"] = {name: len({patients[r] for r in idx}) for name, idx in rows.items()}
@@ -615,7 +616,8 @@ def odir5k_source(data_cfg) -> Source:
     seed = int(cfg.split_seed)
     rows = _rows_by_split(example_patient, split_patients(patients, fractions, seed))
     splits = {
-        name: SourceSplit(tuple(ids[r] for r in idx), tuple(paths[r] for r in idx), labels[idx])
+        name: SourceSplit(tuple(ids[r] for r in idx), tuple(paths[r] for r in idx), labels[idx],
+                          groups=tuple(str(example_patient[r]) for r in idx))
         for name, idx in rows.items()
     }
     info = {

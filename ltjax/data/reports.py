@@ -288,7 +288,8 @@ def build_report_source(name: str, reports: list, cfg, info: dict) -> Source:
             for n in r.labels:
                 if n in index:
                     labels[i, index[n]] = 1.0
-        splits[split] = SourceSplit(tuple(r.id for r in members), tuple(r.text for r in members), labels)
+        splits[split] = SourceSplit(tuple(r.id for r in members), tuple(r.text for r in members), labels,
+                                    groups=tuple(str(r.owner) for r in members))
         no_label[split] = int((labels.sum(axis=1) == 0).sum())
     info = dict(info)
     info.update(

@@ -39,8 +39,13 @@ class SourceSplit:
     ids: tuple[str, ...]
     items: tuple[str, ...]
     labels: np.ndarray  # float32 [N, C] multi-hot
+    groups: tuple[str, ...] | None = None  # the group of each example (a patient), for group-aware carving
 
     def __post_init__(self):
+        if self.groups is not None:
+            if len(self.groups) != len(self.ids):
+                raise ValueError(f"groups has {len(self.groups)} entries for {len(self.ids)} examples")
+            object.__setattr__(self, "groups", tuple(str(g) for g in self.groups))
         labels = np.array(self.labels, dtype=np.float32, copy=True)
         if labels.ndim != 2:
             raise ValueError(f"labels must be a [N, C] multi-hot matrix, got shape {labels.shape}")
@@ -148,6 +153,7 @@ class ItemSplit:
 
     items: tuple[str, ...]
     labels: np.ndarray
+    groups: tuple[str, ...] | None = None  # each example's group (a patient), when the source knows it
 
     def __len__(self) -> int:
         return len(self.items)
@@ -170,7 +176,10 @@ def dataset_from_source(source: Source, cfg) -> Dataset:
         splits, where = prepared.prepare(source, cfg.prepared_dir)
         info["prepared"] = where
     else:
-        splits = {name: ItemSplit(s.items, s.labels) for name, s in source.splits.items()}
+        splits = {name: ItemSplit(s.items, s.labels, s.groups) for name, s in source.splits.items()}
+    for name, s in source.splits.items():  # (group-aware validation carving: ltjax/data/stratify.py)
+        if s.groups is not None and getattr(splits[name], "groups", None) is None:
+            splits[name].groups = s.groups
     info["sizes"] = {name: len(s) for name, s in source.splits.items()}
     train_items = source.splits["train"].items
     if source.kind == "image":
