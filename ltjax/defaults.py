@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.split = "test"
     c.eval.threshold = 0.5  # for micro/macro F1
+    c.eval.thresholds = "fixed"  # or "val_f1" / "val_f1_global": tuned on the val split (ltjax/thresholds.py)
     c.eval.top_k = (1, 3, 5)  # for P@k and nDCG@k
     c.eval.use_ema = True  # with train.ema_decay > 0: report the EMA weights (eval.json keeps both)
     return c

@@ -466,10 +466,12 @@ def odir_scores(labels, scores, threshold: float = 0.5) -> dict:
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must contain only 0 and 1 (multi-hot)")
     y = y.astype(bool)
-    threshold = float(threshold)
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
-    pred = raw > threshold  # in the scores' own dtype (numpy casts the Python float), as the official code
+    c = np.asarray(scores).shape[1]
+    threshold = _check_threshold(threshold, c)
+    # in the scores' own dtype (numpy casts the Python float), as the official code; per-class thresholds
+    # apply column by column before the flattening
+    pred = raw > threshold if isinstance(threshold, float) else \
+        (np.asarray(scores) > threshold[None, :].astype(np.asarray(scores).dtype)).ravel()
     n = int(y.size)
     pos, npred = int(y.sum()), int(pred.sum())
     tp = int((y & pred).sum())
@@ -490,13 +492,27 @@ def odir_scores(labels, scores, threshold: float = 0.5) -> dict:
         auc = None
     final = (kappa + f1 + auc) / 3.0 if kappa is not None and auc is not None else None
     return {
-        "kappa": kappa, "f1": f1, "auc": auc, "final": final, "f1_binary": f1_binary, "threshold": threshold,
+        "kappa": kappa, "f1": f1, "auc": auc, "final": final, "f1_binary": f1_binary,
+        "threshold": threshold if isinstance(threshold, float) else [float(t) for t in threshold],
     }
 
 
 # ------------------------------------------------------------------------------------------------
 # the full report
 # ------------------------------------------------------------------------------------------------
+def _check_threshold(threshold, num_classes: int):
+    """A finite float, or a finite per-class float array of shape [C] (e.g. tuned on a validation split)."""
+    if np.ndim(threshold) == 0:
+        t = float(threshold)
+        if not math.isfinite(t):
+            raise ValueError(f"threshold must be a finite number, got {threshold}")
+        return t
+    t = np.asarray(threshold, np.float64)
+    if t.shape != (num_classes,) or not np.isfinite(t).all():
+        raise ValueError(f"per-class thresholds must be {num_classes} finite numbers, got shape {t.shape}")
+    return t
+
+
 def _opt_float(x) -> float | None:
     x = float(x)
     return None if math.isnan(x) else x
@@ -563,9 +579,7 @@ def evaluate(
     ks = tuple(_check_k(k, c) for k in top_k)
     if len(set(ks)) != len(ks):
         raise ValueError(f"top_k has repeated values: {tuple(top_k)}")
-    threshold = float(threshold)
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    threshold = _check_threshold(threshold, c)
 
     ap, auc = (np.asarray(a, dtype=np.float64) for a in _rank_metrics_jit(s, y))
     tp, fp, fn = _f1_counts_jit(s, y, jnp.asarray(threshold, dtype=s.dtype))
@@ -600,7 +614,7 @@ def evaluate(
         "micro_f1": f1["micro_f1"],
         "macro_f1": f1["macro_f1"],
         "mACC": float(acc.mean()) if c else None,
-        "threshold": threshold,
+        "threshold": threshold if isinstance(threshold, float) else [float(t) for t in threshold],
     }
     for k in ks:
         report[f"P@{k}"] = _opt_float(rank[k][0])

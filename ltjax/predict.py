@@ -12,8 +12,9 @@ batched and sharded over the local devices with a progress bar.  ``--inputs`` by
 * feature vectors: a ``.npy`` array [N, D].
 
 Writes a CSV: the input (path, or line number), the predicted label set (the classes scored at or above the
-run's threshold, ``eval.threshold``, joined by ``|``), and one score column per class; and ``<out>.json``
-with the checkpoint used.  The run's dataset is built as for ``ltjax.evaluate`` (its vocabulary and classes
+run's thresholds: those tuned on its validation split when it has them, ``eval.thresholds``, else
+``eval.threshold``; joined by ``|``), and one score column per class; and ``<out>.json`` with the checkpoint
+and thresholds used.  The run's dataset is built as for ``ltjax.evaluate`` (its vocabulary and classes
 come from it), so its data must be where the run found it.
 """
 from __future__ import annotations
@@ -175,10 +176,19 @@ def predict(workdir: str, items, *, step: int | None = None) -> dict:
     "step"}`` for in-memory ``items`` (see :func:`score`)."""
     exp, state, step = load_run(workdir, step)
     scores = score(exp, state, items)
-    threshold = float(exp.config.eval.threshold)
     names = list(exp.meta.class_names)
+    threshold = run_thresholds(workdir, exp)
     predicted = [[names[j] for j in np.flatnonzero(row >= threshold)] for row in scores]
     return {"scores": scores, "predicted": predicted, "class_names": names, "threshold": threshold, "step": step}
+
+
+def run_thresholds(workdir: str, exp) -> np.ndarray:
+    """[C] decision thresholds: the run's tuned ones (``thresholds.json``, ``eval.thresholds``), else
+    ``eval.threshold`` for every class."""
+    from ltjax import thresholds
+
+    tuned = thresholds.load(workdir, exp.meta.class_names)
+    return tuned if tuned is not None else np.full(exp.meta.num_classes, float(exp.config.eval.threshold))
 
 
 def write_csv(path: str, ids, scores, class_names, threshold: float) -> None:
@@ -221,11 +231,14 @@ def main(argv=None) -> int:
     import jax
 
     if jax.process_index() == 0:
-        threshold = float(config.eval.threshold)
+        threshold = run_thresholds(args.workdir, exp)
         write_csv(out, ids, scores, list(exp.meta.class_names), threshold)
         has_ema = bool(jax.tree.leaves(state.ema)) and bool(config.eval.get("use_ema", True))
         meta = {"workdir": os.path.abspath(args.workdir), "inputs": os.path.abspath(args.extra["inputs"]),
-                "num_inputs": len(ids), "step": step, "weights": "ema" if has_ema else "raw", "threshold": threshold,
+                "num_inputs": len(ids), "step": step, "weights": "ema" if has_ema else "raw",
+                "thresholds": [float(t) for t in threshold],
+                "thresholds_from": "thresholds.json (eval.thresholds, tuned on the val split)"
+                if os.path.exists(os.path.join(args.workdir, "thresholds.json")) else "eval.threshold",
                 "class_names": list(exp.meta.class_names)}
         with open(out + ".json", "w") as f:
             json.dump(meta, f, indent=2)

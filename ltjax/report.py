@@ -86,7 +86,9 @@ def format_table(report: dict, title: str | None = None) -> str:
     lines += _markdown_table(_header(groups, report["group_sizes"]), [_pct(report["mAP"])] + [_pct(report["group_mAP"][g]) for g in groups])
     scalars = [f"{_SCALAR_LABELS.get(k, k)} {_pct(report[k])}" for k in _scalar_keys(report)]
     if scalars:
-        threshold = f" (F1 threshold {report['threshold']:g})" if "threshold" in report else ""
+        t = report.get("threshold")
+        threshold = "" if t is None else (f" (F1 threshold {t:g})" if isinstance(t, (int, float)) else
+                                          f" (per-class F1 thresholds, median {float(np.median(t)):.3g})")
         lines += ["", ", ".join(scalars) + threshold]
     excluded = report.get("excluded_classes") or []
     if excluded:

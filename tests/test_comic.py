@@ -12,7 +12,7 @@ import pytest
 
 from ltjax.methods import METHODS, comic
 from ltjax.training.experiment import Experiment
-from tests.helpers import set_fields, small_synthetic_config
+from helpers import set_fields, small_synthetic_config
 
 
 def _sigmoid(z):
@@ -279,7 +279,7 @@ def test_switches_one_branch_without_htb_and_every_test_branch_scores():
 def test_comic_configs_rows_and_missing_data_stops_at_once(tmp_path):
     from ltjax.config import load_config
     from ltjax.training.optim import make_optimizer
-    from tests.helpers import REPO, run_module
+    from helpers import REPO, run_module
 
     c = load_config(str(REPO / "configs" / "comic_voc.py"))
     assert c.data.missing_ratio == 0.4 and c.method.name == "comic" and c.optimizer.name == "adam"
@@ -329,7 +329,7 @@ def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     run's."""
     import os
 
-    from tests.helpers import assert_same_final_states, kill_and_resume
+    from helpers import assert_same_final_states, kill_and_resume
 
     args = ["--config", "configs/synthetic_lt.py:comic", "--config.data.num_train=512", "--config.data.num_test=128",
             "--config.data.missing_ratio=0.4", "--config.train.num_epochs=4", "--config.train.checkpoint_every=2",

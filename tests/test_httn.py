@@ -13,7 +13,7 @@ import pytest
 
 from ltjax.methods import METHODS, httn
 from ltjax.training.experiment import Experiment
-from tests.helpers import set_fields, small_synthetic_config
+from helpers import set_fields, small_synthetic_config
 
 
 def test_tail_split_by_count_with_ties_by_index_and_by_threshold():
@@ -163,7 +163,7 @@ def test_a_run_through_the_loop_writes_the_transfer_into_the_classifier(tmp_path
 
 def test_httn_configs_and_missing_data_stops_at_once(tmp_path):
     from ltjax.config import load_config
-    from tests.helpers import REPO, run_module
+    from helpers import REPO, run_module
 
     c = load_config(str(REPO / "configs" / "httn_aapd.py"))
     assert (c.method.name, c.method.l_tail, c.method.shots, c.method.rounds) == ("httn", 18, 5, 30)
@@ -181,8 +181,8 @@ def test_httn_configs_and_missing_data_stops_at_once(tmp_path):
 def test_kill_9_between_the_phases_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     """Killed right after the head phase's last checkpoint (before or inside the transfer pass), then started
     again: the pass repeats from the boundary and everything equals a run that was never killed."""
-    from tests.helpers import assert_same_final_states, kill_and_resume
-    from tests.test_text import write_lines
+    from helpers import assert_same_final_states, kill_and_resume
+    from test_text import write_lines
 
     words = ["codes", "capacity", "learning", "graphs", "quantum", "bandits", "sparse", "deep"]
     labels = ["cs.IT", "cs.LG", "math.IT", "stat.ML", "quant-ph", "cs.DS"]

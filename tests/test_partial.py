@@ -6,7 +6,7 @@ import pytest
 
 from ltjax.data import build_dataset, partial
 from ltjax.errors import ConfigError
-from tests.helpers import small_synthetic_config
+from helpers import small_synthetic_config
 
 
 def _labels(seed=0, n=300, c=9):

@@ -12,7 +12,7 @@ import pytest
 from ltjax.methods import METHODS, partial_label
 from ltjax.methods.base import PassContext
 from ltjax.training.experiment import Experiment
-from tests.helpers import small_synthetic_config
+from helpers import small_synthetic_config
 
 
 def _sigmoid(z):

@@ -7,7 +7,7 @@ import pytest
 
 from ltjax.errors import ConfigError
 from ltjax.training import selection
-from tests.helpers import small_synthetic_config
+from helpers import small_synthetic_config
 
 SPLITS = {"train": None, "val": None, "test": None}
 

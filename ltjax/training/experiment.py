@@ -136,6 +136,9 @@ class Experiment:
             raise ConfigError(
                 f"eval.split = {cfg.split!r} is not a split of dataset {self.config.data.name!r}; its splits: "
                 f"{', '.join(self.dataset.splits)} (set --config.eval.split=NAME)")
+        from ltjax import thresholds
+
+        thresholds.check_mode(cfg.get("thresholds", "fixed"), self.dataset.splits)
         ks = [int(k) for k in cfg.top_k]
         bad = [k for k in ks if not 1 <= k <= c]
         if bad:

@@ -37,12 +37,14 @@ SCORES_FILE = "scores.npz"  # the evaluated split's per-example scores, next to 
 
 
 def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int, split: str | None = None,
-                 keep=None) -> dict:
-    """The evaluation report of ``split``; ``keep`` (a dict) receives its ``scores`` and ``labels``."""
+                 keep=None, threshold=None) -> dict:
+    """The evaluation report of ``split``; ``keep`` (a dict) receives its ``scores`` and ``labels``;
+    ``threshold``: per-class thresholds [C] (default: ``eval.threshold``)."""
     from ltjax import metrics
 
     cfg = exp.config
     split = split or cfg.eval.split
+    threshold = float(cfg.eval.threshold) if threshold is None else threshold
     scores, labels = exp.predict(params, batch_stats, split, method_state)
     if keep is not None:
         keep.update(scores=scores, labels=labels)
@@ -52,12 +54,12 @@ def _eval_result(exp: Experiment, params, batch_stats, method_state, step: int, 
         exp.meta.groups,
         exp.meta.class_counts,
         exp.meta.class_names,
-        threshold=float(cfg.eval.threshold),
+        threshold=threshold,
         top_k=tuple(int(k) for k in cfg.eval.top_k),
     )
     result.update({"step": int(step), "split": split, "dataset": exp.meta.name, "method": cfg.method.name})
     if "odir" in exp.meta.info.get("extra_metrics", ()):  # the ODIR-5K challenge scores (metrics.odir_scores)
-        result["odir"] = metrics.odir_scores(labels, scores, threshold=float(cfg.eval.threshold))
+        result["odir"] = metrics.odir_scores(labels, scores, threshold=threshold)
     return result
 
 
@@ -94,9 +96,21 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
     from ltjax import report
 
     cfg = exp.config
+    from ltjax import thresholds
+
     main, use_ema, has_ema = _reported_weights(exp, state)
+    mode = str(cfg.eval.get("thresholds", "fixed"))
+    tuned = None
+    if mode != "fixed":  # tuned on the validation split with the reported weights; eval.split never used
+        val_scores, val_labels = exp.predict(main, state.batch_stats, "val", state.method_state)
+        tuned = thresholds.tune(val_scores, val_labels, mode, float(cfg.eval.threshold))
+        if jax.process_index() == 0:
+            os.makedirs(workdir, exist_ok=True)
+            thresholds.save(workdir, tuned, mode, exp.meta.class_names, step)
     kept = {}
-    result = _eval_result(exp, main, state.batch_stats, state.method_state, step, keep=kept)
+    result = _eval_result(exp, main, state.batch_stats, state.method_state, step, keep=kept, threshold=tuned)
+    if tuned is not None:
+        result["thresholds"] = {"mode": mode, "split": "val", "file": thresholds.FILE}
     if selection is not None:
         result["selection"] = dict(selection)
     if exp.method.summary is not None and jax.tree.leaves(state.method_state):
@@ -106,7 +120,8 @@ def evaluate_and_report(exp: Experiment, state, workdir: str, step: int, log=Non
     if has_ema:
         result["weights"] = "ema" if use_ema else "raw"
         other = state.params if use_ema else state.ema
-        result["raw" if use_ema else "ema"] = _eval_result(exp, other, state.batch_stats, state.method_state, step)
+        result["raw" if use_ema else "ema"] = _eval_result(exp, other, state.batch_stats, state.method_state, step,
+                                                           threshold=tuned)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         _write_json(os.path.join(workdir, "eval.json"), result)
