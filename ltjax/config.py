@@ -13,6 +13,24 @@ This module owns everything between the command line and a locked ``ml_collectio
 
 It imports only the standard library and ``ml_collections`` so that every config mistake is
 reported before anything heavy (JAX, data) is imported.
+
+Reviewed against ``ml_collections.config_flags`` (issue 19, ml_collections 1.x with absl flags), case by case:
+
+* file loading: ``DEFINE_config_file`` cannot load a config that imports a sibling (``configs/bce_yeast.py``
+  imports ``yeast``: ModuleNotFoundError); ours puts the file's folder on the path, and names a config
+  argument the file rejects with the file's own ``arg:`` help (issue 18).
+* overrides: the library converts ``--config.train.num_epochs=1.5`` and ``...=abc`` with absl's parsers
+  ("invalid literal for int() with base 10: '1.5'") and suggests a name for an unknown field
+  ("'lrr' Did you mean "lr""); ours adds the valid fields of the parent, the expected type with an example
+  value, and every bad override of the command line in one message.  Both accept ``(512,256)`` and
+  ``512,256`` for a tuple.
+* the argv parser: absl's ``FLAGS`` is one process-wide parse, while ``ltjax.train`` / ``evaluate`` /
+  ``predict`` take their own extra flags (``--step``, ``--out``, ``--inputs``) and the tests call the
+  ``main`` functions many times in one process.
+* ``config.json``: the library's JSON (``to_json``) turns tuples into lists, and a resumed run compares the
+  saved config field by field with the new one (``ltjax.training.workdir.check_same_run``), so the codec here
+  keeps tuples and lists apart.
+* locking: delegated (``ConfigDict.lock()`` locks the nested dicts; the recursive helper here was dropped).
 """
 from __future__ import annotations
 
@@ -430,14 +448,6 @@ def _apply_one(config: ml_collections.ConfigDict, path: str, raw: str) -> None:
         raise ConfigError(f"cannot set config field {path!r} to {raw!r}: {e}") from None
 
 
-def _lock_all(config: ml_collections.ConfigDict) -> None:
-    config.lock()
-    for key in config.keys():
-        child = config[key]
-        if isinstance(child, ml_collections.ConfigDict):
-            _lock_all(child)
-
-
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
 ) -> ml_collections.ConfigDict:
@@ -465,7 +475,7 @@ def apply_overrides(
     if errors:
         raise ConfigError("\n".join(errors) if len(errors) == 1 else
                           f"{len(errors)} bad config overrides:\n  " + "\n  ".join(errors))
-    _lock_all(config)
+    config.lock()  # (ml_collections locks the nested ConfigDicts too)
     return config
 
 
@@ -742,7 +752,7 @@ def load_saved_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         config = _decode(data, True)
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{path} is not a valid saved config: {e}") from None
-    _lock_all(config)
+    config.lock()  # (ml_collections locks the nested ConfigDicts too)
     return config
 
 
