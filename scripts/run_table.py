@@ -10,7 +10,10 @@ XLA_PYTHON_CLIENT_PREALLOCATE / XLA_PYTHON_CLIENT_MEM_FRACTION are set), then th
 config: mAP total / head / medium / tail as mean ± sample std over the seeds (percent), plus the
 wall time; ``--metrics P@1 P@3 micro_f1`` adds columns for other scalar entries of eval.json.  Below
 them, the calibration rows of ``ltjax/calibration.py`` (class frequency with its training BCE; colour
-only, for image datasets) on the first run's dataset (``--no-calibration`` leaves them out).  Output: WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
+only, for image datasets) on the first run's dataset (``--no-calibration`` leaves them out).  With
+``--baseline SPEC`` the table is followed by ``scripts/compare.py``'s: every method against that one, with
+paired-bootstrap intervals of the mAP differences (WORKDIR/compare.md / .json, ap_vs_frequency.png).  Output:
+WORKDIR/table.md and WORKDIR/table.json (every run's eval report included).
 """
 from __future__ import annotations
 
@@ -38,7 +41,13 @@ def main(argv=None):
                    help="leave out the calibration rows (class frequency, colour only: ltjax/calibration.py)")
     p.add_argument("--metrics", nargs="*", default=[],
                    help="further scalar eval.json entries as columns (percent), e.g. P@1 P@3 micro_f1")
+    p.add_argument("--baseline", default="",
+                   help="a config spec of --configs: adds scripts/compare.py's table against it (paired-bootstrap "
+                        "intervals of every mAP difference; WORKDIR/compare.md, compare.json, ap_vs_frequency.png)")
+    p.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for --baseline")
     args, overrides = parse_run_args(p, argv)
+    if args.baseline and args.baseline not in args.configs:
+        p.error(f"--baseline {args.baseline!r} is not one of --configs")
     from ltjax.report import summarize_runs
 
     def run(spec, seed):
@@ -93,8 +102,16 @@ def main(argv=None):
     command = " ".join(["python scripts/run_table.py --configs", *args.configs, "--seeds", *map(str, args.seeds),
                         "--workdir", args.workdir, *([f"--jobs {args.jobs}"] if args.jobs > 1 else []),
                         *(["--metrics", *extra] if extra else []), *(["--no-calibration"] if args.no_calibration else []),
-        *overrides])
+                        *([f"--baseline {args.baseline} --reps {args.reps}"] if args.baseline else []), *overrides])
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
+    if args.baseline:  # the same runs with confidence intervals (ltjax/compare.py)
+        import compare as compare_script
+
+        names = [_name(spec) for spec in args.configs]
+        compare_script.main([*(os.path.join(args.workdir, n) for n in names), "--baseline", _name(args.baseline),
+                             "--reps", str(args.reps), "--out", args.workdir])
+        with open(os.path.join(args.workdir, "compare.md")) as f:
+            lines += ["", f.read().rstrip()]
     table = "\n".join(lines)
     write_table(args.workdir, "table", table, {"command": command, "seeds": args.seeds, "runs": runs, "calibration": calibration})
 

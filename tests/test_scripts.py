@@ -101,3 +101,17 @@ def test_ablate_comic_rows_baselines_switches_and_the_rlc_analysis():
                                                   {"epoch": 2, "recalled": 0, "true": 0, "false": 0, "hidden_seen": 9}]}}]
     assert mod.rlc_analysis(runs) == [{"recalled": 5, "true": 2, "false": 3, "hidden_seen": 9, "epoch": 1},
                                       {"recalled": 1, "true": 1, "false": 0, "hidden_seen": 9, "epoch": 2}]
+
+
+@pytest.mark.slow  # ~30 s: four short runs through the CLI; ltjax.compare itself is tested in test_compare.py
+def test_run_table_with_a_baseline_appends_the_comparison(tmp_path):
+    import json
+
+    run_table = import_script("run_table")
+    tiny = "tests/configs/tiny_synthetic.py"
+    run_table.main(["--configs", tiny, f"{tiny}:1", "--seeds", "0", "1", "--workdir", str(tmp_path),
+                    "--baseline", tiny, "--reps", "50", "--no-calibration"])
+    table = (tmp_path / "table.md").read_text()
+    assert "Δ mAP vs tiny_synthetic [95% CI]" in table and "| tiny_synthetic_1 | 2 |" in table
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert result["baseline"] == "tiny_synthetic" and set(result["methods"]) == {"tiny_synthetic", "tiny_synthetic_1"}
