@@ -107,6 +107,8 @@ def test_ablate_comic_rows_baselines_switches_and_the_rlc_analysis():
 def test_run_table_with_a_baseline_appends_the_comparison(tmp_path):
     import json
 
+    from helpers import import_script
+
     run_table = import_script("run_table")
     tiny = "tests/configs/tiny_synthetic.py"
     run_table.main(["--configs", tiny, f"{tiny}:1", "--seeds", "0", "1", "--workdir", str(tmp_path),
