@@ -105,7 +105,12 @@ def main(argv=None):
                         *([f"--baseline {args.baseline} --reps {args.reps}"] if args.baseline else []), *overrides])
     lines += ["", "mean ± sample std over seeds, percent; " + first["group_rule"], "", f"Command: `{command}`"]
     if args.baseline:  # the same runs with confidence intervals (ltjax/compare.py)
-        import compare as compare_script
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "compare_script", os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare.py"))
+        compare_script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(compare_script)
 
         names = [_name(spec) for spec in args.configs]
         compare_script.main([*(os.path.join(args.workdir, n) for n in names), "--baseline", _name(args.baseline),
