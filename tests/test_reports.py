@@ -311,6 +311,22 @@ def test_iu_xray_real_file(iu_path):
     assert _split(R.IU_XRAY, reports, min_count=20).class_names == tuple(n for n, c in n_c.items() if c >= 20)
 
 
+def test_iu_xray_stratified_split_puts_every_kept_class_in_test(iu_path):
+    reports, _ = R.iu_xray_reports(R.read_iu_xml_files(iu_path))
+    hashed = _split(R.IU_XRAY, reports)
+    strat = _split(R.IU_XRAY, reports, split_method="stratified")
+    missing = lambda src: [n for n, c in zip(src.class_names, src.splits["test"].labels.sum(0)) if c == 0]  # noqa: E731
+    assert missing(hashed)  # the seeded hash split leaves some kept classes without a test report
+    assert missing(strat) == []
+    assert 0.18 < len(strat.splits["test"]) / len(reports) < 0.22
+    assert not set(strat.splits["train"].ids) & set(strat.splits["test"].ids)
+    assert strat.splits["train"].groups is not None  # the owners travel with the split (val carving)
+    again = _split(R.IU_XRAY, reports, split_method="stratified")
+    assert again.splits["test"].ids == strat.splits["test"].ids
+    with pytest.raises(R.TextDataError, match="split_method"):
+        _split(R.IU_XRAY, reports, split_method="random")
+
+
 # ---- end to end ------------------------------------------------------------------------------------------
 
 

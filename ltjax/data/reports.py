@@ -156,6 +156,9 @@ def _common_defaults() -> ml_collections.ConfigDict:
     c.file = ""  # "" = the file fetched by ltjax.assets; else a path to your own copy
     c.split_seed = 0  # seeds the split (sha256 order of "<seed>:<patient or report id>")
     c.test_fraction = 0.2  # fraction of the patients (PadChest) / reports (IU) held out as test
+    # "hash": the seeded sha256 owner order (every published table); "stratified": iterative stratification of
+    # the owners on their label sets (ltjax/data/stratify.py): every label with >= 2 owners on both sides
+    c.split_method = "hash"
     c.min_count = 5  # a class needs this many TRAINING reports, else it is dropped
     c.max_records = 0  # > 0: read only the first that many CSV rows / XML files (quick runs, tests)
     return c
@@ -269,9 +272,27 @@ def build_report_source(name: str, reports: list, cfg, info: dict) -> Source:
     """Split ``reports`` by owner, pick the classes by training count, and make the Source."""
     drop = set(_names(cfg.drop_labels))
     dropped = collections.Counter(n for r in reports for n in r.labels if n in drop)
-    test_owners = split_owners([r.owner for r in reports], cfg.test_fraction, cfg.split_seed)
-    rows = {"train": [r for r in reports if r.owner not in test_owners],
-            "test": [r for r in reports if r.owner in test_owners]}
+    method = str(cfg.get("split_method", "hash"))
+    if method == "hash":
+        test_owners = split_owners([r.owner for r in reports], cfg.test_fraction, cfg.split_seed)
+    elif method == "stratified":  # on the raw label names (the class list is decided on train counts later)
+        from ltjax.data.stratify import stratified_split
+
+        names = sorted({n for r in reports for n in r.labels if n not in drop})
+        col = {n: j for j, n in enumerate(names)}
+        y = np.zeros((len(reports), len(names)), np.float32)
+        for i, r in enumerate(reports):
+            for n in r.labels:
+                if n in col:
+                    y[i, col[n]] = 1.0
+        _, test_rows = stratified_split(y, _check_fraction(cfg.test_fraction), int(cfg.split_seed),
+                                        [str(r.owner) for r in reports])
+        test_owners = {str(reports[i].owner) for i in test_rows}
+        info = {**info, "split_method": "stratified (iterative stratification of the owners' label sets)"}
+    else:
+        raise TextDataError(f"data.split_method = {method!r} is not valid; choose 'hash' or 'stratified'")
+    rows = {"train": [r for r in reports if str(r.owner) not in test_owners],
+            "test": [r for r in reports if str(r.owner) in test_owners]}
     min_count = int(cfg.min_count)
     if min_count < 1:
         raise TextDataError(f"data.min_count must be an integer >= 1, got {cfg.min_count}")
