@@ -410,7 +410,8 @@ E2E_TRAIN = ["cat|bird"] + ["cat"] * 4 + ["bird|cat"] + ["cat"] * 6 + ["fish"] +
 E2E_TEST = ["cat", "dog|eel", "bird", "eel", "cat|dog", "fish"]
 
 
-def test_train_and_evaluate_through_the_cli(tmp_path, jpeg, png):
+def _train_e2e(tmp_path):
+    """The CLI run of the end-to-end test: (its data folder, its workdir, the CompletedProcess)."""
     from helpers import run_module
 
     data = tmp_path / "data"
@@ -433,6 +434,11 @@ def test_train_and_evaluate_through_the_cli(tmp_path, jpeg, png):
         env={"TFDS_DATA_DIR": str(tmp_path / "tfds")},
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    return data, workdir, r
+
+
+def test_train_and_evaluate_through_the_cli(tmp_path, jpeg, png):
+    data, workdir, r = _train_e2e(tmp_path)
     assert "head (1)" in r.stdout and "medium (1)" in r.stdout and "tail (3)" in r.stdout
     report = json.loads((workdir / "eval.json").read_text())
     assert report["dataset"] == "custom" and report["num_examples"] == 6
@@ -444,17 +450,6 @@ def test_train_and_evaluate_through_the_cli(tmp_path, jpeg, png):
     assert np.isfinite(report["mAP"])
     assert os.listdir(tmp_path / "tfds")  # the default storage wrote a prepared copy
 
-    # predict on the test images (a folder, files sorted by name = the test split's order) = evaluate's scores
-    r = run_module("ltjax.predict", "--workdir", str(workdir), "--inputs", str(data / "test"),
-                   "--out", str(tmp_path / "p.csv"), env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0] == "input,predicted,bird,cat,dog,eel,fish"
-    assert [x.split(",")[0] for x in rows[1:]] == [f"{i}.{'png' if i % 2 else 'jpg'}" for i in range(6)]
-    got = np.array([[float(v) for v in x.split(",")[2:]] for x in rows[1:]])
-    with np.load(workdir / "scores.npz") as z:
-        np.testing.assert_allclose(got, z["scores"], rtol=1e-5, atol=1e-6)
-    assert json.loads((tmp_path / "p.csv.json").read_text())["step"] == 2
 
 
 def test_empty_and_non_image_files_are_named_with_their_manifest_line_before_training(tree):
@@ -476,3 +471,22 @@ def test_blank_label_cells_and_empty_documents_are_warned_about_with_their_lines
     err = capsys.readouterr().err
     assert f"1 row with a labels cell of only spaces, read as no labels: {m}:3" in err
     assert f"1 row with an empty document: {m}:4" in err
+
+
+@pytest.mark.slow  # ~20 s (a training run and a predict run through the CLI); predict on features and documents
+# is in the default suite (tests/test_predict.py)
+def test_predict_on_a_folder_of_images_equals_the_evaluation(tmp_path, jpeg, png):
+    from helpers import run_module
+
+    data, workdir, _ = _train_e2e(tmp_path)
+    # predict on the test images (a folder, files sorted by name = the test split's order) = evaluate's scores
+    r = run_module("ltjax.predict", "--workdir", str(workdir), "--inputs", str(data / "test"),
+                   "--out", str(tmp_path / "p.csv"), env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "input,predicted,bird,cat,dog,eel,fish"
+    assert [x.split(",")[0] for x in rows[1:]] == [f"{i}.{'png' if i % 2 else 'jpg'}" for i in range(6)]
+    got = np.array([[float(v) for v in x.split(",")[2:]] for x in rows[1:]])
+    with np.load(workdir / "scores.npz") as z:
+        np.testing.assert_allclose(got, z["scores"], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "p.csv.json").read_text())["step"] == 2

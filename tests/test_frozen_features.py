@@ -42,7 +42,7 @@ def pngs(tmp_path_factory):
     return dataclasses.replace(ds, train_transform=ds.eval_transform)
 
 
-@pytest.mark.parametrize("level", ["map", "pooled"])
+@pytest.mark.parametrize("level", [pytest.param("map", marks=pytest.mark.slow), "pooled"])  # map: ~10 s, slow
 def test_training_on_stored_features_equals_training_with_the_backbone_frozen(tmp_path, pngs, level):
     full = Experiment(_config(tmp_path), dataset=pngs)
     stored = Experiment(_config(tmp_path, **{"data.frozen_features": level}), dataset=pngs)

@@ -144,6 +144,7 @@ def test_pretrained_weights_are_cached_reused_and_invalidated(cache, monkeypatch
         glyph_pretrain.ensure_pretrained(cfg)
 
 
+@pytest.mark.slow  # ~8 s (the suite's time); the pretraining runs in the default suite in test_pretrained_weights_are_cached_reused_and_invalidated
 def test_pretraining_is_deterministic(cache):
     cfg = _tiny_pretrain()
     a, info = glyph_pretrain.pretrain(cfg)

@@ -2,6 +2,7 @@
 (SGD with weight decay), while the rest of the network and the PFC neck's statistics train."""
 import chex
 import jax
+import pytest
 import numpy as np
 
 from ltjax.data import ArraySplit, Dataset, make_meta
@@ -23,6 +24,7 @@ def _image_dataset(n=16, size=32, classes=4):
     return Dataset(meta, {"train": split, "test": split})
 
 
+@pytest.mark.slow  # ~12 s (the suite's time); frozen stages in the default suite: test_models.test_frozen_stages_get_exactly_zero_gradients
 def test_resnet_frozen_stages_and_norm_eval_through_sgd_steps():
     c = experiment_config("synthetic_lt", "resnet18", "bce")
     c.model.frozen_stages = 1

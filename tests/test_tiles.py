@@ -305,6 +305,7 @@ def _mesh(n):
     return m
 
 
+@pytest.mark.slow  # ~15 s (the suite's time); tiles through the core: also test_no_flip_reaches_a_tiles_image_in_either_pipeline
 def test_trains_and_evaluates_through_the_core(cache, tmp_path):
     """configs/tiles_voc_lt.py:bce, shrunk: a tiny glyphnet (pretrained on first use) at 32 px, batch 8,
     mesh data 2, array_record storage."""
