@@ -23,7 +23,7 @@ import numpy as np
 
 from ltjax.errors import UserError
 
-SCORES_FILE = "scores.npz"
+from ltjax.training.loop import SCORES_FILE  # noqa: E402 (the file every evaluation writes)
 
 
 class CompareError(ValueError, UserError):
@@ -66,13 +66,11 @@ def _scores_of(run: str) -> tuple[np.ndarray, np.ndarray]:
     if os.path.exists(path):
         with np.load(path) as z:
             return z["scores"], z["labels"]
-    from ltjax.config import load_saved_config
-    from ltjax.training.loop import Experiment, _reported_weights, write_scores
+    from ltjax.predict import load_run
+    from ltjax.training.loop import _reported_weights, write_scores
 
-    cfg = load_saved_config(run)
-    exp = Experiment(cfg)
-    selected = exp.restore_selected(run)
-    state, step = (selected[0], selected[1]) if selected is not None else exp.restore(run)
+    exp, state, step = load_run(run)
+    cfg = exp.config
     weights, _, _ = _reported_weights(exp, state)
     scores, labels = exp.predict(weights, state.batch_stats, str(cfg.eval.split), state.method_state)
     if os.access(run, os.W_OK):

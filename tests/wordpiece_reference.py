@@ -25,7 +25,6 @@ Rust tokenizer) gives identical ids on a corpus.  Its steps, as the ``tokenizer.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import unicodedata
@@ -133,43 +132,11 @@ class WordPieceTokenizer:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "WordPieceTokenizer":
-        """The tokenizer a Hugging Face ``tokenizer.json`` describes; anything but a BERT WordPiece set-up
-        (``BertNormalizer``, ``BertPreTokenizer``, ``WordPiece``) raises :class:`WordPieceError`."""
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-        model = spec.get("model") or {}
-        if model.get("type") != "WordPiece":
-            raise WordPieceError(f"{path}: the tokenizer model is {model.get('type')!r}, not 'WordPiece'")
-        norm = spec.get("normalizer") or {}
-        if norm.get("type") != "BertNormalizer":
-            raise WordPieceError(f"{path}: the normalizer is {norm.get('type')!r}, not 'BertNormalizer'")
-        pre = spec.get("pre_tokenizer") or {}
-        if pre.get("type") != "BertPreTokenizer":
-            raise WordPieceError(f"{path}: the pre-tokenizer is {pre.get('type')!r}, not 'BertPreTokenizer'")
-        specials = {t["content"]: int(t["id"]) for t in spec.get("added_tokens", []) if t.get("special")}
-        post = spec.get("post_processor") or {}
-        cls_token, sep_token = "[CLS]", "[SEP]"
-        if post.get("type") == "TemplateProcessing":
-            single = [p["SpecialToken"]["id"] for p in post.get("single", []) if "SpecialToken" in p]
-            if len(single) == 2:
-                cls_token, sep_token = single
-        elif post.get("type") == "BertProcessing":
-            sep_token, cls_token = post["sep"][0], post["cls"][0]
-        pad_token = ((spec.get("padding") or {}).get("pad_token")) or "[PAD]"
-        return cls(
-            model["vocab"],
-            unk_token=model.get("unk_token", "[UNK]"),
-            cls_token=cls_token,
-            sep_token=sep_token,
-            pad_token=pad_token,
-            special_tokens=specials,
-            lowercase=norm.get("lowercase", True),
-            strip_accents=norm.get("strip_accents"),
-            handle_chinese_chars=norm.get("handle_chinese_chars", True),
-            clean_text=norm.get("clean_text", True),
-            continuing_subword_prefix=model.get("continuing_subword_prefix", "##"),
-            max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
-        )
+        """The tokenizer a BERT WordPiece ``tokenizer.json`` describes (the file is read by ltjax's
+        ``read_bert_spec``; everything after that is this module's own)."""
+        from ltjax.data.wordpiece import read_bert_spec
+
+        return cls(**read_bert_spec(path)[1])
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -61,6 +61,41 @@ def _as_text(text: Any) -> str:
     raise TypeError(f"expected a str or UTF-8 bytes, got {type(text).__name__}")
 
 
+def read_bert_spec(path: str | os.PathLike) -> tuple[str, dict]:
+    """``(the file's text, the WordPieceTokenizer fields it sets)`` of a BERT WordPiece ``tokenizer.json``;
+    anything else raises :class:`WordPieceError`."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    spec = json.loads(text)
+    model = spec.get("model") or {}
+    if model.get("type") != "WordPiece":
+        raise WordPieceError(f"{path}: the tokenizer model is {model.get('type')!r}, not 'WordPiece'")
+    norm = spec.get("normalizer") or {}
+    if norm.get("type") != "BertNormalizer":
+        raise WordPieceError(f"{path}: the normalizer is {norm.get('type')!r}, not 'BertNormalizer'")
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") != "BertPreTokenizer":
+        raise WordPieceError(f"{path}: the pre-tokenizer is {pre.get('type')!r}, not 'BertPreTokenizer'")
+    specials = {t["content"]: int(t["id"]) for t in spec.get("added_tokens", []) if t.get("special")}
+    post = spec.get("post_processor") or {}
+    cls_token, sep_token = "[CLS]", "[SEP]"
+    if post.get("type") == "TemplateProcessing":
+        single = [p["SpecialToken"]["id"] for p in post.get("single", []) if "SpecialToken" in p]
+        if len(single) == 2:
+            cls_token, sep_token = single
+    elif post.get("type") == "BertProcessing":
+        sep_token, cls_token = post["sep"][0], post["cls"][0]
+    return text, {
+        "vocab": model["vocab"], "unk_token": model.get("unk_token", "[UNK]"), "cls_token": cls_token,
+        "sep_token": sep_token, "pad_token": ((spec.get("padding") or {}).get("pad_token")) or "[PAD]",
+        "special_tokens": specials, "lowercase": norm.get("lowercase", True),
+        "strip_accents": norm.get("strip_accents"), "handle_chinese_chars": norm.get("handle_chinese_chars", True),
+        "clean_text": norm.get("clean_text", True),
+        "continuing_subword_prefix": model.get("continuing_subword_prefix", "##"),
+        "max_input_chars_per_word": model.get("max_input_chars_per_word", 100),
+    }
+
+
 class WordPieceTokenizer:
     """BERT WordPiece tokenization (module docstring).  ``vocab`` maps word pieces to ids;
     ``special_tokens`` maps the special tokens' texts to their ids.  Picklable (grain workers)."""
@@ -112,31 +147,9 @@ class WordPieceTokenizer:
     def from_json(cls, path: str | os.PathLike) -> "WordPieceTokenizer":
         """The tokenizer a Hugging Face ``tokenizer.json`` describes; anything but a BERT WordPiece set-up
         (``BertNormalizer``, ``BertPreTokenizer``, ``WordPiece``) raises :class:`WordPieceError`."""
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        spec = json.loads(text)
-        model = spec.get("model") or {}
-        if model.get("type") != "WordPiece":
-            raise WordPieceError(f"{path}: the tokenizer model is {model.get('type')!r}, not 'WordPiece'")
-        norm = spec.get("normalizer") or {}
-        if norm.get("type") != "BertNormalizer":
-            raise WordPieceError(f"{path}: the normalizer is {norm.get('type')!r}, not 'BertNormalizer'")
-        pre = spec.get("pre_tokenizer") or {}
-        if pre.get("type") != "BertPreTokenizer":
-            raise WordPieceError(f"{path}: the pre-tokenizer is {pre.get('type')!r}, not 'BertPreTokenizer'")
-        specials = {t["content"]: int(t["id"]) for t in spec.get("added_tokens", []) if t.get("special")}
-        post = spec.get("post_processor") or {}
-        cls_token, sep_token = "[CLS]", "[SEP]"
-        if post.get("type") == "TemplateProcessing":
-            single = [p["SpecialToken"]["id"] for p in post.get("single", []) if "SpecialToken" in p]
-            if len(single) == 2:
-                cls_token, sep_token = single
-        elif post.get("type") == "BertProcessing":
-            sep_token, cls_token = post["sep"][0], post["cls"][0]
-        pad_token = ((spec.get("padding") or {}).get("pad_token")) or "[PAD]"
-        return cls(model["vocab"], unk_token=model.get("unk_token", "[UNK]"), cls_token=cls_token,
-                   sep_token=sep_token, pad_token=pad_token, special_tokens=specials,
-                   _tokenizer=Tokenizer.from_str(text))
+        text, fields = read_bert_spec(path)
+        tokens = {k: fields[k] for k in ("unk_token", "cls_token", "sep_token", "pad_token", "special_tokens")}
+        return cls(fields["vocab"], **tokens, _tokenizer=Tokenizer.from_str(text))
 
     @classmethod
     def minilm(cls) -> "WordPieceTokenizer":

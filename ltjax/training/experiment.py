@@ -335,20 +335,23 @@ class Experiment:
         """The abstract pytree a checkpoint of phase ``index`` restores into (train state and PRNG key data)."""
         return {"train": self._abstract(index), "rng": np.asarray(jax.random.key_data(self.train_rng))}
 
+    def checkpoint_target_of(self, loop: dict):
+        """The restore target of a checkpoint whose loop item is ``loop`` (its phase fixes the state's shape)."""
+        return self.checkpoint_target(int(loop.get("phase", 0)))
+
     def restore(self, workdir: str, step: int | None = None):
         """(train state, step) from a workdir's checkpoint (the latest when step is None)."""
         ckpt = Checkpointer(workdir, 1, async_save=False, read_only=True)
         try:
-            target_of = lambda loop: self.checkpoint_target(int(loop.get("phase", 0)))  # noqa: E731
             if step is None:
-                step, restored, _ = ckpt.restore_newest(target_of)
+                step, restored, _ = ckpt.restore_newest(self.checkpoint_target_of)
                 if step is None:
                     raise CheckpointError(
                         f"no checkpoint in {ckpt.directory}; train first: python -m ltjax.train --config ... "
                         f"--workdir {workdir}"
                     )
             else:
-                restored, _ = ckpt.restore_checked(int(step), target_of)
+                restored, _ = ckpt.restore_checked(int(step), self.checkpoint_target_of)
         finally:
             ckpt.close()
         return restored["train"], int(step)

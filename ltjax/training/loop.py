@@ -334,7 +334,7 @@ class _Run:
     def run(self) -> dict:
         exp, ckpt = self.exp, self.ckpt
         index, k = 0, 0
-        latest, restored, loop = ckpt.restore_newest(lambda lp: exp.checkpoint_target(int(lp.get("phase", 0))))
+        latest, restored, loop = ckpt.restore_newest(exp.checkpoint_target_of)
         if latest is None:
             state = exp.initial_state()
         else:
