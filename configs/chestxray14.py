@@ -6,7 +6,9 @@ under ``--config.data.root`` or ``$LTJAX_DATA_DIR/chestxray14`` (layout in ltjax
 
 Split: ``data.split="auto"`` takes the official train_val_list.txt / test_list.txt when both are in the
 root, else the seeded patient-level 7:1:2 split that LDRNet used; ``--config.data.split=patient`` forces
-LDRNet's protocol (``data.split_seed`` picks the split, independent of the training seed).
+LDRNet's protocol (``data.split_seed`` picks the split, independent of the training seed;
+``data.split_method``: "stratified", the default, keeps every finding in train, val and test in
+proportion; "hash" is the label-blind patient order).
 
 Setting (LDRNet, paper 004 section 4.3, where it maps onto existing fields):
 * ResNet-50 backbone from ImageNet weights (``--config.model.pretrained=/path/resnet50-0676ba61.pth``;

@@ -175,9 +175,9 @@ def _many(tmp_path, jpeg, n, group_of=None, name="many.csv"):
 
 def test_seeded_random_split_is_reproducible(tmp_path, jpeg):
     m = _many(tmp_path, jpeg, 40)
-    a = custom.build_source(cfg(m, test_fraction=0.25, val_fraction=0.1, split_seed=3))
-    b = custom.build_source(cfg(m, test_fraction=0.25, val_fraction=0.1, split_seed=3))
-    other = custom.build_source(cfg(m, test_fraction=0.25, val_fraction=0.1, split_seed=4))
+    a = custom.build_source(cfg(m, test_fraction=0.25, val_fraction=0.1, split_seed=3, split_method="random"))
+    b = custom.build_source(cfg(m, test_fraction=0.25, val_fraction=0.1, split_seed=3, split_method="random"))
+    other = custom.build_source(cfg(m, test_fraction=0.25, val_fraction=0.1, split_seed=4, split_method="random"))
     sizes = {s: len(a.splits[s]) for s in ("train", "val", "test")}
     assert sizes == {"train": 26, "val": 4, "test": 10}
     for s in ("train", "val", "test"):
@@ -190,8 +190,55 @@ def test_seeded_random_split_is_reproducible(tmp_path, jpeg):
     perm = np.random.default_rng(3).permutation(40)
     assert a.splits["test"].ids == tuple(f"img/{i:03d}.jpg" for i in sorted(perm[:10]))
     assert a.splits["val"].ids == tuple(f"img/{i:03d}.jpg" for i in sorted(perm[10:14]))
-    assert "val" not in custom.build_source(cfg(m)).splits  # val_fraction 0: no val split
-    assert len(custom.build_source(cfg(m)).splits["test"]) == 8
+    assert "val" not in custom.build_source(cfg(m, split_method="random")).splits  # val_fraction 0: no val split
+    assert len(custom.build_source(cfg(m, split_method="random")).splits["test"]) == 8
+
+
+def _rare_manifest(tmp_path, jpeg, group_of=None):
+    """60 rows: 'common' on every row, 'mid' on every 4th, 'rare' on rows 7 and 41 only; optional groups."""
+    paths = [f"img/{i:03d}.jpg" for i in range(60)]
+    write_images(tmp_path, paths, jpeg, jpeg)
+    lines = ["path,labels" + (",g" if group_of else "")]
+    for i, p in enumerate(paths):
+        names = ["common"] + (["mid"] if i % 4 == 0 else []) + (["rare"] if i in (7, 41) else [])
+        lines.append(f"{p},{'|'.join(names)}" + (f",{group_of(i)}" if group_of else ""))
+    (tmp_path / "rare.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "rare.csv"
+
+
+def test_stratified_split_is_the_default_and_puts_a_rare_label_on_both_sides(tmp_path, jpeg):
+    m = _rare_manifest(tmp_path, jpeg)
+    src = custom.build_source(cfg(m, test_fraction=0.2, val_fraction=0.1, split_seed=3))
+    assert "seeded stratified (iterative stratification) split of the manifest's rows" in src.info["split_rule"]
+    ids = {s: set(sp.ids) for s, sp in src.splits.items()}
+    assert sum(len(v) for v in ids.values()) == 60 and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    rare = {"img/007.jpg", "img/041.jpg"}
+    assert rare & ids["test"] and rare & ids["train"]  # 2 rows of 'rare': one each side of the test cut
+    assert abs(len(ids["test"]) - 12) <= 2 and abs(len(ids["val"]) - 6) <= 2
+    again = custom.build_source(cfg(m, test_fraction=0.2, val_fraction=0.1, split_seed=3))
+    assert all(again.splits[s].ids == src.splits[s].ids for s in src.splits)
+    assert custom.build_source(cfg(m, test_fraction=0.2, val_fraction=0.1, split_seed=4)).splits["test"].ids != \
+        src.splits["test"].ids
+    # the label-blind permutation split of the same manifest puts both 'rare' rows on one side for some seeds
+    blind = [set(custom.build_source(cfg(m, test_fraction=0.2, split_seed=s, split_method="random")
+                                     ).splits["test"].ids) & rare for s in range(6)]
+    assert any(len(b) != 1 for b in blind)
+    for s in range(6):
+        strat = set(custom.build_source(cfg(m, test_fraction=0.2, split_seed=s)).splits["test"].ids)
+        assert len(strat & rare) == 1
+    with pytest.raises(custom.ManifestError, match="split_method"):
+        custom.build_source(cfg(m, split_method="hash"))
+
+
+def test_stratified_split_keeps_groups_whole(tmp_path, jpeg):
+    m = _rare_manifest(tmp_path, jpeg, group_of=lambda i: f"p{i // 3}")  # 20 groups of 3 rows
+    for seed in range(3):
+        src = custom.build_source(cfg(m, group_column="g", test_fraction=0.2, val_fraction=0.1, split_seed=seed))
+        groups = {s: {int(i[4:7]) // 3 for i in sp.ids} for s, sp in src.splits.items()}
+        assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
+        assert not groups["val"] & groups["test"]
+        assert sum(len(sp) for sp in src.splits.values()) == 60
+        assert {7 // 3, 41 // 3} & groups["test"] and {7 // 3, 41 // 3} & groups["train"]
 
 
 def test_group_level_split(tmp_path, jpeg):
@@ -199,7 +246,8 @@ def test_group_level_split(tmp_path, jpeg):
     group_of_row = [g for g, size in enumerate(group_sizes) for _ in range(size)]
     m = _many(tmp_path, jpeg, 40, group_of=lambda i: f"p{group_of_row[i]}")
     for seed in range(5):
-        src = custom.build_source(cfg(m, group_column="g", test_fraction=0.2, val_fraction=0.1, split_seed=seed))
+        src = custom.build_source(cfg(m, group_column="g", test_fraction=0.2, val_fraction=0.1, split_seed=seed,
+                                      split_method="random"))
         groups = {s: {group_of_row[int(i[4:7])] for i in sp.ids} for s, sp in src.splits.items()}
         assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
         assert not groups["val"] & groups["test"]
@@ -234,7 +282,8 @@ def test_split_column_and_manifests_honoured_exactly(tree, jpeg, png):
     assert src.splits["test"].items == (str(tree / "images" / "c.jpg"),)
     # a val fraction is carved from the main manifest when only a test manifest is given
     (tree / "t" / "test3.csv").write_text("path,labels\nz.jpg,cat\n")
-    src = custom.build_source(cfg(tree / "labels.csv", test_manifest=str(tree / "t" / "test3.csv"), val_fraction=0.2))
+    src = custom.build_source(cfg(tree / "labels.csv", test_manifest=str(tree / "t" / "test3.csv"), val_fraction=0.2,
+                                  split_method="random"))
     assert len(src.splits["val"]) == 1 and len(src.splits["train"]) == 5
 
 

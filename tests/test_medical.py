@@ -210,7 +210,8 @@ def test_nih_official_lists_are_respected_exactly(nih_root):
 
 
 def test_nih_official_split_with_a_patient_level_val_carve_out(nih_root):
-    src = medical.chestxray14_source(data_config("chestxray14", nih_root, val_fraction=0.25, split_seed=3))
+    src = medical.chestxray14_source(data_config("chestxray14", nih_root, val_fraction=0.25, split_seed=3,
+                                                 split_method="hash"))
     train_val, test = official_lists()
     assert set(src.splits) == {"train", "val", "test"}
     assert sorted(src.splits["train"].ids + src.splits["val"].ids) == sorted(train_val)
@@ -222,7 +223,7 @@ def test_nih_official_split_with_a_patient_level_val_carve_out(nih_root):
 
 
 def test_nih_patient_split_is_patient_level_seeded_and_7_1_2(nih_root, nih_root_nolists):
-    cfg = data_config("chestxray14", nih_root_nolists)  # no lists: "auto" -> patient
+    cfg = data_config("chestxray14", nih_root_nolists, split_method="hash")  # no lists: "auto" -> patient
     src = medical.chestxray14_source(cfg)
     assert src.info["split"] == "patient" and src.info["labels_file"].endswith("Data_Entry_2017_v2020.csv.gz")
     assert set(src.splits) == {"train", "val", "test"}
@@ -233,12 +234,13 @@ def test_nih_patient_split_is_patient_level_seeded_and_7_1_2(nih_root, nih_root_
     again = medical.chestxray14_source(cfg)
     assert all(again.splits[k].ids == src.splits[k].ids for k in src.splits)
     # the same split from the other fixture tree (lists present, split forced), and another split per seed
-    forced = medical.chestxray14_source(data_config("chestxray14", nih_root, split="patient"))
+    forced = medical.chestxray14_source(data_config("chestxray14", nih_root, split="patient", split_method="hash"))
     assert all(forced.splits[k].ids == src.splits[k].ids for k in src.splits)
-    other = medical.chestxray14_source(data_config("chestxray14", nih_root_nolists, split_seed=1))
+    other = medical.chestxray14_source(data_config("chestxray14", nih_root_nolists, split_seed=1, split_method="hash"))
     assert _patients_by_split(other, NIH_PATIENT.get) != groups
     _assert_patient_disjoint(other, NIH_PATIENT.get)
-    custom = medical.chestxray14_source(data_config("chestxray14", nih_root_nolists, split_fractions=(0.5, 0.0, 0.5)))
+    custom = medical.chestxray14_source(data_config("chestxray14", nih_root_nolists, split_fractions=(0.5, 0.0, 0.5),
+                                                    split_method="hash"))
     assert set(custom.splits) == {"train", "test"} and custom.info["patients"] == {"train": 10, "test": 10}
     with pytest.raises(AnnotationError, match="split_fractions"):
         medical.chestxray14_source(data_config("chestxray14", nih_root_nolists, split_fractions=(0.7, 0.1, 0.1)))
@@ -251,6 +253,52 @@ def test_patient_split_does_not_depend_on_row_order():
     a = medical.split_patients(patients, (0.7, 0.1, 0.2), 0)
     b = medical.split_patients(patients[::-1] * 2, (0.7, 0.1, 0.2), 0)
     assert a == b and len(a["train"]) == 35 and len(a["val"]) == 5 and len(a["test"]) == 10
+
+
+def _long_tail_patients(n_patients=400, num_classes=14, seed=0):
+    """Rows (images) with a patient id each and long-tailed labels: class c on ~ 0.4 * 0.6^c of patients."""
+    rng = np.random.default_rng(seed)
+    per_patient = (rng.random((n_patients, num_classes)) < 0.4 * 0.6 ** np.arange(num_classes)).astype(np.float32)
+    images = rng.integers(1, 4, n_patients)  # 1-3 images per patient, each with a subset of its labels
+    patients, labels = [], []
+    for p, k in enumerate(images):
+        for j in range(k):
+            patients.append(f"p{p:04d}")
+            labels.append(per_patient[p] if j == 0 else per_patient[p] * (rng.random(num_classes) < 0.7))
+    return patients, np.asarray(labels), per_patient
+
+
+def test_stratified_patient_split_puts_every_class_with_2_patients_on_both_sides_of_each_cut():
+    patients, labels, _ = _long_tail_patients()
+    counts = {}
+    for method in ("stratified", "hash"):
+        groups = medical.split_patients(patients, (0.7, 0.1, 0.2), 0, labels, method)
+        assert set().union(*groups.values()) == set(patients)
+        assert sum(len(g) for g in groups.values()) == len(set(patients))  # patient-disjoint
+        has = {k: (labels[[p in g for p in patients]] > 0).any(axis=0) for k, g in groups.items()}
+        by_patient = {}
+        for p, y in zip(patients, labels):
+            by_patient[p] = by_patient.get(p, 0) + (y > 0)
+        n_pat = (np.stack(list(by_patient.values())) > 0).sum(axis=0)
+        counts[method] = (groups, has, n_pat)
+    groups, has, n_pat = counts["stratified"]
+    n = len(set(patients))
+    assert abs(len(groups["test"]) - 0.2 * n) <= 0.03 * n and abs(len(groups["val"]) - 0.1 * n) <= 0.03 * n
+    assert np.all(has["test"][n_pat >= 2]) and np.all(has["train"][n_pat >= 2])  # first cut: test vs the rest
+    # second cut (val from train + val): every class with >= 2 patients left after the test cut
+    left = np.zeros(labels.shape[1], int)
+    for p in groups["train"] | groups["val"]:
+        left += (labels[[q == p for q in patients]] > 0).any(axis=0)
+    assert np.all(has["val"][left >= 2]) and np.all(has["train"][left >= 2])
+    hash_groups, hash_has, _ = counts["hash"]
+    # the label-blind split of the same patients leaves some rare class out of val or test
+    assert not (np.all(hash_has["val"][n_pat >= 3]) and np.all(hash_has["test"][n_pat >= 3]))
+    # order independence and seeding
+    again = medical.split_patients(patients[::-1], (0.7, 0.1, 0.2), 0, labels[::-1], "stratified")
+    assert again == groups
+    assert medical.split_patients(patients, (0.7, 0.1, 0.2), 1, labels, "stratified") != groups
+    with pytest.raises(AnnotationError, match="split_method"):
+        medical.split_patients(patients, (0.7, 0.1, 0.2), 0, labels, "random")
 
 
 # ---- ChestX-ray14: errors ----------------------------------------------------------------------------
@@ -454,10 +502,13 @@ def test_odir_xlsx_and_csv_give_the_same_source(tmp_path, odir_root):
 
 
 def test_odir_patient_split_is_seeded_and_patient_level(odir_root):
-    src = medical.odir5k_source(data_config("odir5k", odir_root))
+    stratified = medical.odir5k_source(data_config("odir5k", odir_root))  # the default
+    assert stratified.info["split_method"] == "stratified" and "stratified" in stratified.info["protocol"]
+    _assert_patient_disjoint(stratified, _odir_patient)
+    src = medical.odir5k_source(data_config("odir5k", odir_root, split_method="hash"))
     groups = _assert_patient_disjoint(src, _odir_patient)
     assert {k: len(v) for k, v in groups.items()} == {"train": 8, "val": 2, "test": 2}  # 12 patients, 7:1:2
-    again = medical.odir5k_source(data_config("odir5k", odir_root))
+    again = medical.odir5k_source(data_config("odir5k", odir_root, split_method="hash"))
     assert all(again.splits[k].ids == src.splits[k].ids for k in src.splits)
     others = [medical.odir5k_source(data_config("odir5k", odir_root, split_seed=s)) for s in (1, 2)]
     assert any(_patients_by_split(o, _odir_patient) != groups for o in others)
@@ -702,7 +753,8 @@ def test_odir5k_trains_and_evaluates_with_the_odir_scores(odir_root, tmp_path, c
 
     result, printed = _train_and_evaluate(_tiny_config("odir5k", odir_root, tmp_path / "prepared"),
                                           tmp_path / "run", capsys)
-    assert result["dataset"] == "odir5k" and result["num_examples"] == 4  # 2 test patients x 2 eyes
+    n_test = len(medical.odir5k_source(data_config("odir5k", odir_root)).splits["test"])
+    assert result["dataset"] == "odir5k" and result["num_examples"] == n_test and n_test % 2 == 0  # 2 eyes each
     odir = result["odir"]
     for k in ("kappa", "f1", "auc", "final"):
         assert odir[k] is None or math.isfinite(odir[k])

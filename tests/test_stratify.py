@@ -79,3 +79,36 @@ def test_val_from_train_carves_a_split_that_selection_uses(tmp_path):
         build_dataset(small_synthetic_config(**{"data.val_from_train": 0.2, "data.num_val": 50}).data)
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["selection"]["best_step"] == report["step"] and len(report["selection"]["history"]) == 2
+
+
+def test_one_label_column_and_no_labels_split_too():
+    """The package only takes a multilabel indicator (>= 2 columns): one column or none still splits."""
+    y = np.zeros((10, 1))
+    y[[1, 6]] = 1
+    tr, va = stratified_split(y, 0.3, 0)
+    assert len(tr) + len(va) == 10 and {1, 6} & set(va.tolist()) and {1, 6} & set(tr.tolist())
+    tr, va = stratified_split(np.zeros((10, 0)), 0.3, 0)
+    assert len(tr) + len(va) == 10 and 0 < len(va) < 10
+
+
+def test_partition_cuts_test_then_val_and_covers_every_row_once():
+    from ltjax.data.stratify import stratified_partition
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 8)) < 0.5 * 0.5 ** np.arange(8)).astype(float)
+    groups = [f"g{i // 2}" for i in range(300)]
+    part = stratified_partition(y, [("test", 0.2), ("val", 0.1)], "train", 0, groups)
+    rows = np.concatenate(list(part.values()))
+    assert sorted(rows.tolist()) == list(range(300))
+    g = {k: {groups[i] for i in v} for k, v in part.items()}
+    assert not g["train"] & g["test"] and not g["train"] & g["val"] and not g["val"] & g["test"]
+    assert abs(len(g["test"]) - 30) <= 3 and abs(len(g["val"]) - 15) <= 3
+    n_units = np.array([len({groups[i] for i in np.flatnonzero(y[:, c])}) for c in range(8)])
+    for c in np.flatnonzero(n_units >= 2):
+        assert y[part["test"], c].any() and y[np.concatenate([part["train"], part["val"]]), c].any()
+    # the row order does not matter with groups: reversed rows give the same groups per split
+    rev = stratified_partition(y[::-1], [("test", 0.2), ("val", 0.1)], "train", 0, groups[::-1])
+    assert {k: {groups[::-1][i] for i in v} for k, v in rev.items()} == g
+    assert stratified_partition(y, [("test", 0.2), ("val", 0.0)], "train", 0, groups)["val"].size == 0
+    with pytest.raises(ConfigError, match="sum to less than 1"):
+        stratified_partition(y, [("test", 0.6), ("val", 0.5)], "train", 0, groups)

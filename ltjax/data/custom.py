@@ -42,11 +42,19 @@ Splits (``train`` and ``test`` are required, ``val`` is optional), in this order
    below.
 2. ``data.test_manifest`` / ``data.val_manifest``: further manifests (same format rules) holding the
    test / validation examples; ``data.manifest`` then holds the training examples.
-3. A seeded random split of ``data.manifest`` for each split without its own manifest:
-   ``data.test_fraction`` (default 0.2) and ``data.val_fraction`` (default 0: no val split).  The units
-   (rows, or groups of rows when ``data.group_column`` is set) are put in the order of
-   ``numpy.random.default_rng(data.split_seed).permutation``; the test split takes units from the front
-   until it holds at least ``round(test_fraction * N)`` rows, then val the same way, and train the rest.
+3. A seeded split of ``data.manifest`` for each split without its own manifest: ``data.test_fraction``
+   (default 0.2) and ``data.val_fraction`` (default 0: no val split), over *units* (rows, or groups of
+   rows when ``data.group_column`` is set), by ``data.split_method``:
+
+   * ``"stratified"`` (default): iterative stratification of the units on their label sets
+     (:func:`ltjax.data.stratify.stratified_partition`, the ``iterative-stratification`` package): test is
+     cut first, then val from the rest, and each cut leaves every label name with at least 2 units in its
+     pool on both sides.  The fractions are of units (groups where there are groups), met to within the
+     few units the stratification moves.
+   * ``"random"``: the units in the order of ``numpy.random.default_rng(data.split_seed).permutation``;
+     the test split takes units from the front until it holds at least ``round(test_fraction * N)`` rows,
+     then val the same way, and train the rest.  Labels play no part.
+
    Each split keeps the manifest's row order.  Same manifest + same seed = same split.
 
 ``data.group_column`` (e.g. a patient id): no group may span two splits.  The random split assigns whole
@@ -91,7 +99,7 @@ import numpy as np
 from ltjax.data.base import DATASETS, Dataset
 from ltjax.data.sources import KINDS, Source, SourceSplit, dataset_from_source, source_defaults, with_defaults
 from ltjax.data.splits import group_split
-from ltjax.errors import DATA_DIR_ENV as ENV_VAR, DatasetFilesError
+from ltjax.errors import DATA_DIR_ENV as ENV_VAR, ConfigError, DatasetFilesError
 from ltjax.errors import ManifestError  # noqa: F401 (re-exported)
 
 NAME = "custom"
@@ -120,9 +128,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.test_manifest = ""  # optional manifest of the test split (data.manifest is then the training set)
     c.val_manifest = ""  # optional manifest of the validation split
     c.split_column = ""  # optional column / key holding train, val or test per row
-    c.test_fraction = 0.2  # seeded random split: fraction of the rows for test ...
+    c.test_fraction = 0.2  # seeded split: fraction of the units (rows / groups) for test ...
     c.val_fraction = 0.0  # ... and for val (0: no val split)
-    c.split_seed = 0  # seed of the random split (independent of config.seed)
+    c.split_seed = 0  # seed of the split (independent of config.seed)
+    c.split_method = "stratified"  # "stratified" (iterative stratification of the units) | "random" (permutation)
     c.group_column = ""  # optional column / key (e.g. patient id): a group never spans two splits
     c.label_separator = "|"  # separates the class names in a CSV labels cell
     c.label_columns = ""  # "" = a labels column; "all" or "a,b,c" = one 0/1 column per class
@@ -470,6 +479,30 @@ def _missing_images_error(missing: list[tuple[str, Row]], roots: dict[str, str])
 # ---------------------------------------------------------------------------------------------------
 
 
+SPLIT_METHODS = ("stratified", "random")
+
+
+def stratified_rows_split(rows: list[Row], fractions: dict[str, float], seed: int,
+                          group_column: str = "") -> dict[str, list[int]]:
+    """Row indices per split for the ``"stratified"`` split of the module docstring (``fractions`` as
+    :func:`random_split`'s, of units), on the rows' label names."""
+    from ltjax.data.stratify import stratified_partition
+
+    names = sorted({n for row in rows for n in row.labels})
+    col = {n: j for j, n in enumerate(names)}
+    y = np.zeros((len(rows), max(1, len(names))), np.float32)
+    for i, row in enumerate(rows):
+        for n in row.labels:
+            y[i, col[n]] = 1.0
+    groups = [row.group for row in rows] if group_column else None
+    try:
+        out = stratified_partition(y, list(fractions.items()), "train", int(seed), groups,
+                                   field="data.test_fraction / data.val_fraction")
+    except ConfigError as e:
+        raise ManifestError(str(e)) from None
+    return {name: [int(i) for i in idx] for name, idx in out.items()}
+
+
 def random_split(rows: list[Row], fractions: dict[str, float], seed: int,
                  group_column: str = "") -> dict[str, list[int]]:
     """Row indices per split for the seeded (group-level) random split described in the module docstring
@@ -590,13 +623,18 @@ def _assign_splits(cfg, manifests: dict[str, list[Row]], paths: dict[str, str]) 
             fractions["val"] = _fraction(cfg, "val_fraction", low_open=False)
         if sum(fractions.values()) >= 1.0:
             raise ManifestError(f"data.test_fraction + data.val_fraction = {sum(fractions.values())} must be < 1")
-        picked = random_split(main_rows, fractions, int(cfg.split_seed), group_column)
+        method = str(cfg.get("split_method", "stratified"))
+        if method not in SPLIT_METHODS:
+            raise ManifestError(f"data.split_method must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
+        splitter = stratified_rows_split if method == "stratified" else random_split
+        picked = splitter(main_rows, fractions, int(cfg.split_seed), group_column)
         by_split = {s: [main_rows[i] for i in picked.get(s, [])] for s in SPLITS}
         parts = []
         if any(f > 0 for f in fractions.values()):
             unit = f"groups of {group_column!r}" if group_column else "rows"
             fr = ", ".join(f"{s} {f:g}" for s, f in fractions.items() if f > 0)
-            parts.append(f"seeded random split of the manifest's {unit} (split_seed {int(cfg.split_seed)}; {fr})")
+            how = "stratified (iterative stratification)" if method == "stratified" else "random"
+            parts.append(f"seeded {how} split of the manifest's {unit} (split_seed {int(cfg.split_seed)}; {fr})")
         for s in ("test", "val"):
             if f"{s}_manifest" in manifests:
                 by_split[s] = manifests[f"{s}_manifest"]

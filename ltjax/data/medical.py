@@ -59,11 +59,20 @@ C (cataract), A (AMD), H (hypertension), M (myopia), O (other).  data.root::
   :func:`ltjax.metrics.odir_scores`): Cohen's kappa, F1 and AUC over the flattened [N x 8] label
   matrix at threshold ``config.eval.threshold`` (0.5), and their mean, the final score.
 
-Patient-level split (both datasets): each patient gets the key sha256("<split_seed>:<patient id>")
-and the patients, ordered by key, are cut at round(f_train * P) and round((f_train + f_val) * P); the
-examples keep the file's order within a split.  The result depends only on the seed and the set of
-patient ids (not on numpy's generators or the file's row order); another seed gives another split.
-Fractions are of PATIENTS, not of images.  A val fraction of 0 gives no "val" split.
+Patient-level split (both datasets; ``data.split_method``):
+
+* ``"stratified"`` (default): iterative stratification of the patients on their label sets (the union
+  of their images' labels; :func:`ltjax.data.stratify.stratified_partition`): test is cut from all the
+  patients, then val from the rest, and each cut leaves every finding with at least 2 patients in its
+  pool on both sides, so a rare finding (Hernia has ~110 patients in ChestX-ray14; ODIR's H and A a few
+  hundred) is in train, val and test in proportion.  The official split's val carve-out uses it too.
+* ``"hash"``: each patient gets the key sha256("<split_seed>:<patient id>") and the patients, ordered by
+  key, are cut at round(f_train * P) and round((f_train + f_val) * P); labels play no part.
+
+Either depends only on the seed and the patients (their ids, and for "stratified" their labels), not on
+the file's row order; the examples keep the file's order within a split; another seed gives another
+split.  Fractions are of PATIENTS, not of images ("hash" meets them exactly, "stratified" to within the
+few patients the stratification moves).  A val fraction of 0 gives no "val" split.
 
 ``data.root`` empty (the default) means ``$LTJAX_DATA_DIR/chestxray14`` / ``$LTJAX_DATA_DIR/odir5k``
 when ``LTJAX_DATA_DIR`` is set, else ``~/data/chestxray14`` / ``~/data/odir5k``.  Missing files raise
@@ -199,17 +208,44 @@ def _cut(num: int, fraction: float) -> int:
     return int(math.floor(fraction * num + 0.5))
 
 
-def split_patients(patients: Sequence[str], fractions, seed: int) -> dict[str, set]:
+SPLIT_METHODS = ("stratified", "hash")
+
+
+def _check_split_method(cfg) -> str:
+    method = str(cfg.get("split_method", "stratified"))
+    if method not in SPLIT_METHODS:
+        raise AnnotationError(f"data.split_method must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
+    return method
+
+
+def split_patients(patients: Sequence[str], fractions, seed: int, labels=None,
+                   method: str = "hash") -> dict[str, set]:
     """Patient ids -> {"train", "val", "test"}: sets of patient ids (module docstring); "val" may be empty.
-    The seeded group-level splitter of :mod:`ltjax.data.splits`: train takes the first ``round(f_train n)``
-    patients of the hashed order, val the next up to ``round((f_train + f_val) n)``, test the rest."""
-    f_train, f_val, _ = _check_fractions(fractions)
+
+    ``method="hash"``: the seeded group-level splitter of :mod:`ltjax.data.splits`: train takes the first
+    ``round(f_train n)`` patients of the hashed order, val the next up to ``round((f_train + f_val) n)``,
+    test the rest.  ``method="stratified"``: :func:`ltjax.data.stratify.stratified_partition` of the rows
+    ``labels`` (one per entry of ``patients``) grouped by patient, test first, then val."""
+    f_train, f_val, f_test = _check_fractions(fractions)
     unique = sorted(set(str(p) for p in patients))
     n = len(unique)
-    n_train = _cut(n, f_train)
-    n_trainval = _cut(n, f_train + f_val)
-    rows = group_split(unique, [("train", n_train), ("val", n_trainval - n_train)], "test", seed)
-    out = {name: {unique[i] for i in idx} for name, idx in rows.items()}
+    if method == "stratified":
+        from ltjax.data.stratify import stratified_partition
+
+        if labels is None:
+            raise ValueError("split_patients(method='stratified') needs the rows' labels")
+        if n < 2:
+            raise AnnotationError(f"{n} patient(s) are too few for a train / test split")
+        part = stratified_partition(labels, [("test", f_test), ("val", f_val)], "train", seed,
+                                    [str(p) for p in patients], field="data.split_fractions")
+        out = {name: {str(patients[i]) for i in idx} for name, idx in part.items()}
+    elif method == "hash":
+        n_train = _cut(n, f_train)
+        n_trainval = _cut(n, f_train + f_val)
+        rows = group_split(unique, [("train", n_train), ("val", n_trainval - n_train)], "test", seed)
+        out = {name: {unique[i] for i in idx} for name, idx in rows.items()}
+    else:
+        raise AnnotationError(f"data.split_method must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
     if not out["train"] or not out["test"]:
         raise AnnotationError(
             f"{n} patients are too few for the split fractions {tuple(fractions)}: the "
@@ -387,7 +423,9 @@ def chestxray14_source(data_cfg) -> Source:
             )
         split_mode = "official" if all(have) else "patient"
     seed = int(cfg.split_seed)
-    info = {"root": root, "labels_file": table, "image_folders": folders, "split": split_mode, "split_seed": seed}
+    split_method = _check_split_method(cfg)
+    info = {"root": root, "labels_file": table, "image_folders": folders, "split": split_mode, "split_seed": seed,
+            "split_method": split_method}
     if split_mode == "official":
         if not all(have):
             raise _files_error(
@@ -417,9 +455,15 @@ def chestxray14_source(data_cfg) -> Source:
         rows = {"train": lists["train_val"], "test": lists["test"]}
         if val_fraction > 0:
             tv_patients = [patients[r] for r in lists["train_val"]]
-            n_val = _cut(len(set(str(p) for p in tv_patients)), val_fraction)
             in_val = np.zeros(len(tv_patients), dtype=bool)
-            in_val[group_split(tv_patients, [("val", n_val)], "train", seed)["val"]] = True
+            if split_method == "stratified":
+                from ltjax.data.stratify import stratified_split
+
+                in_val[stratified_split(labels[lists["train_val"]], val_fraction, seed,
+                                        [str(p) for p in tv_patients], field="data.val_fraction")[1]] = True
+            else:
+                n_val = _cut(len(set(str(p) for p in tv_patients)), val_fraction)
+                in_val[group_split(tv_patients, [("val", n_val)], "train", seed)["val"]] = True
             rows = {"train": lists["train_val"][~in_val], "val": lists["train_val"][in_val], "test": lists["test"]}
             if not len(rows["train"]):
                 raise AnnotationError(f"data.val_fraction={val_fraction} leaves no training images")
@@ -427,16 +471,16 @@ def chestxray14_source(data_cfg) -> Source:
         info["unlisted_images"] = len(names) - len(lists["train_val"]) - len(lists["test"])
         info["protocol"] = (
             "ChestX-ray14 official split: train = train_val_list.txt" + (
-                f" minus a seeded {val_fraction:g} of its patients (val)" if val_fraction > 0 else ""
+                f" minus a seeded {val_fraction:g} of its patients (val, {split_method})" if val_fraction > 0 else ""
             ) + ", test = test_list.txt"
         )
     else:
         fractions = _check_fractions(cfg.split_fractions)
-        rows = _rows_by_split(patients, split_patients(patients, fractions, seed))
+        rows = _rows_by_split(patients, split_patients(patients, fractions, seed, labels, split_method))
         info["split_fractions"] = list(fractions)
         info["protocol"] = (
-            f"ChestX-ray14 seeded patient-level split {':'.join(f'{x:g}' for x in fractions)} (train:val:test), "
-            "as LDRNet"
+            f"ChestX-ray14 seeded patient-level split {':'.join(f'{x:g}' for x in fractions)} (train:val:test, "
+            f"{split_method}), as LDRNet"
         )
     splits = {
         name: SourceSplit(tuple(names[r] for r in idx), tuple(index[names[r]] for r in idx), labels[idx],
@@ -456,6 +500,7 @@ def chestxray14_default_config() -> ml_collections.ConfigDict:
     c.split_seed = 0  # seeds the patient-level split (and the official split's val carve-out)
     c.split_fractions = (0.7, 0.1, 0.2)  # "patient": train / val / test fractions of the PATIENTS
     c.val_fraction = 0.0  # "official": fraction of the train_val patients moved to a val split (0 = none)
+    c.split_method = "stratified"  # "stratified" (iterative stratification of the patients) | "hash"
     return c
 
 
@@ -614,7 +659,8 @@ def odir5k_source(data_cfg) -> Source:
         )
     fractions = _check_fractions(cfg.split_fractions)
     seed = int(cfg.split_seed)
-    rows = _rows_by_split(example_patient, split_patients(patients, fractions, seed))
+    split_method = _check_split_method(cfg)
+    rows = _rows_by_split(example_patient, split_patients(patients, fractions, seed, patient_labels, split_method))
     splits = {
         name: SourceSplit(tuple(ids[r] for r in idx), tuple(paths[r] for r in idx), labels[idx],
                           groups=tuple(str(example_patient[r]) for r in idx))
@@ -627,9 +673,11 @@ def odir5k_source(data_cfg) -> Source:
         "split": "patient",
         "split_seed": seed,
         "split_fractions": list(fractions),
+        "split_method": split_method,
         "patients": {name: len({example_patient[r] for r in idx}) for name, idx in rows.items()},
         "protocol": (
-            f"ODIR-5K seeded patient-level split {':'.join(f'{x:g}' for x in fractions)} (train:val:test), as "
+            f"ODIR-5K seeded patient-level split {':'.join(f'{x:g}' for x in fractions)} (train:val:test, "
+            f"{split_method}), as "
             "LDRNet; one example per fundus image (left and right) with the patient's 8 labels (per-eye "
             "keywords not mapped)"
         ),
@@ -647,6 +695,7 @@ def odir5k_default_config() -> ml_collections.ConfigDict:
     c.image_dir = ""  # "" = ODIR-5K_Training_Dataset/ or "Training Images/" under root
     c.split_seed = 0  # seeds the patient-level split
     c.split_fractions = (0.7, 0.1, 0.2)  # train / val / test fractions of the PATIENTS
+    c.split_method = "stratified"  # "stratified" (iterative stratification of the patients) | "hash"
     return c
 
 

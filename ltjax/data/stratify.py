@@ -10,6 +10,11 @@ label with at least 2 units that one part lacks, the unit of that label carrying
 (ties: a seeded order) to that part, repeated until no label lacks a side (or nothing can move without
 emptying another label's side).  So every class with at least 2 units has at least one on each side.
 
+:func:`stratified_partition` makes several parts by successive cuts (test from everything, then val from
+the rest, ...); it is the default test / val splitter of ``medical.py`` (ChestX-ray14's patient-level split
+and its official split's val carve-out, ODIR-5K) and ``custom.py``, and an option of ``reports.py``
+(``data.split_method``): each cut leaves every class with at least 2 units in its pool on both sides.
+
 :func:`carve_validation` applies it to a built dataset: with ``data.val_from_train`` = f > 0 and no ``val``
 split, the training split becomes (train minus val, val) with a fraction f of the training units in val,
 seeded by ``data.val_seed``; n_c, N and the head / medium / tail groups are recomputed from the remaining
@@ -28,12 +33,14 @@ import numpy as np
 from ltjax.errors import ConfigError
 
 
-def stratified_split(labels, fraction: float, seed: int, groups: Sequence[Any] | None = None):
-    """``(train rows, val rows)`` (sorted int64 indices) with about ``fraction`` of the units in val."""
+def stratified_split(labels, fraction: float, seed: int, groups: Sequence[Any] | None = None, *,
+                     field: str = "data.val_from_train"):
+    """``(train rows, val rows)`` (sorted int64 indices) with about ``fraction`` of the units in val.
+    ``field`` names the setting in error messages."""
     y = np.asarray(labels) > 0
     n = len(y)
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"data.val_from_train must lie strictly between 0 and 1, got {fraction}")
+        raise ConfigError(f"{field} must lie strictly between 0 and 1, got {fraction}")
     if groups is None:
         unit_of_row = np.arange(n)
         units = y
@@ -43,17 +50,54 @@ def stratified_split(labels, fraction: float, seed: int, groups: Sequence[Any] |
         np.logical_or.at(units, unit_of_row, y)
     n_units = len(units)
     if n_units < 2:
-        raise ConfigError(f"the training split has {n_units} unit(s) (examples or groups): too few to carve a "
-                          "validation split; set data.val_from_train=0")
+        raise ConfigError(f"{n_units} unit(s) (examples or groups): too few to split in two by {field}; "
+                          f"lower {field} or provide more data")
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=float(fraction), random_state=int(seed))
     in_val = np.zeros(n_units, bool)
-    _, val_units = next(splitter.split(np.zeros((n_units, 1)), units.astype(int)))
+    target = units.astype(int)
+    if target.shape[1] < 2:  # the package wants a multilabel indicator: >= 2 columns (a zero column is inert)
+        target = np.concatenate([target, np.zeros((n_units, 2 - target.shape[1]), int)], axis=1)
+    _, val_units = next(splitter.split(np.zeros((n_units, 1)), target))
     in_val[val_units] = True
     _repair(units, in_val, np.random.default_rng(int(seed)).permutation(n_units))
     rows_val = in_val[unit_of_row]
     return np.flatnonzero(~rows_val).astype(np.int64), np.flatnonzero(rows_val).astype(np.int64)
+
+
+def stratified_partition(labels, fractions: Sequence[tuple[str, float]], rest: str, seed: int,
+                         groups: Sequence[Any] | None = None, *, field: str = "data.split_fractions"
+                         ) -> dict[str, np.ndarray]:
+    """Row indices (sorted int64) per split: each ``(name, fraction)`` in turn takes about ``fraction`` of ALL
+    the units by :func:`stratified_split` of the units not yet assigned (so every class with >= 2 units left
+    lands on both sides of each cut); ``rest`` gets the units left.  A fraction of 0 gives an empty split.
+    With ``groups`` the result depends on the labels, the groups and ``seed``, not on the order of the rows
+    (the groups are taken in sorted id order); without, the units are the rows in their order."""
+    y = np.asarray(labels) > 0
+    n = len(y)
+    if groups is None:
+        unit_key = None
+    else:
+        unit_key = np.asarray([str(g) for g in groups])
+    pool = np.arange(n)
+    left = 1.0
+    out: dict[str, np.ndarray] = {}
+    for k, (name, fraction) in enumerate(fractions):
+        fraction = float(fraction)
+        if fraction <= 0.0:
+            out[name] = np.zeros(0, np.int64)
+            continue
+        share = fraction / left
+        if not 0.0 < share < 1.0:
+            raise ConfigError(f"{field}: the fractions must sum to less than 1, got {[f for _, f in fractions]}")
+        keep, take = stratified_split(y[pool], share, int(seed) + k,
+                                      None if unit_key is None else unit_key[pool], field=field)
+        out[name] = np.sort(pool[take]).astype(np.int64)
+        pool = pool[keep]
+        left -= fraction
+    out[rest] = np.sort(pool).astype(np.int64)
+    return out
 
 
 def _repair(units: np.ndarray, in_val: np.ndarray, order: np.ndarray, max_rounds: int = 100) -> None:
