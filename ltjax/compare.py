@@ -69,7 +69,7 @@ def _scores_of(run: str) -> tuple[np.ndarray, np.ndarray]:
     from ltjax.predict import load_run
     from ltjax.training.loop import _reported_weights, write_scores
 
-    exp, state, step = load_run(run)
+    exp, state, step = load_run(run, use_snapshot=False)  # scores the test split: needs its examples
     cfg = exp.config
     weights, _, _ = _reported_weights(exp, state)
     scores, labels = exp.predict(weights, state.batch_stats, str(cfg.eval.split), state.method_state)

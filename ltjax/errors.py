@@ -98,3 +98,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class SnapshotError(ValueError, UserError):
+    """A run's dataset snapshot (``ltjax.data.snapshot``) was asked for examples, or its files disagree."""

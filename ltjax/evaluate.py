@@ -44,6 +44,7 @@ def main(argv=None) -> int:
 
     try:
         exp = Experiment(config)
+        _snapshot_if_missing(args.workdir, exp)
         selected = None if step is not None else exp.restore_selected(args.workdir)
         if selected is not None:
             state, step, record = selected
@@ -57,6 +58,21 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _snapshot_if_missing(workdir: str, exp) -> None:
+    """A run made before dataset snapshots existed gets one (``ltjax.data.snapshot``: predict without the
+    data); a workdir that cannot be written is left as it is."""
+    import jax
+
+    from ltjax.data import snapshot
+
+    if jax.process_index() != 0 or exp.frozen is not None or snapshot.exists(workdir):
+        return
+    try:
+        snapshot.write(workdir, exp.dataset, exp.config.data)
+    except OSError:
+        pass
 
 
 def _parse_step(text):

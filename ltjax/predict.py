@@ -14,11 +14,13 @@ batched and sharded over the local devices with a progress bar.  ``--inputs`` by
 Writes a CSV: the input (path, or line number), the predicted label set (the classes scored at or above the
 run's thresholds: those tuned on its validation split when it has them, ``eval.thresholds``, else
 ``eval.threshold``; joined by ``|``), and one score column per class; and ``<out>.json`` with the checkpoint
-and thresholds used.  The run's dataset is built as for ``ltjax.evaluate`` (its vocabulary and classes
-come from it), so its data must be where the run found it.
+and thresholds used.  The run's classes, vocabulary and evaluation transform come from its dataset
+snapshot (:mod:`ltjax.data.snapshot`, written when it trained), so the training data need not be on this
+machine; a run without a snapshot builds its dataset as ``ltjax.evaluate`` does.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -118,8 +120,12 @@ def read_inputs(path: str, kind: str) -> tuple[list[str], list]:
 # ---- scoring ----------------------------------------------------------------------------------------
 
 
-def load_run(workdir: str, step: int | None = None, config=None):
-    """``(experiment, state, step, weights name)`` of a trained run, as ``ltjax.evaluate`` restores it."""
+def load_run(workdir: str, step: int | None = None, config=None, *, use_snapshot: bool = True):
+    """``(experiment, state, step)`` of a trained run, as ``ltjax.evaluate`` restores it.  With
+    ``use_snapshot`` (and a run that has one) the dataset is the run's snapshot (:mod:`ltjax.data.snapshot`:
+    metadata, labels and the eval transform, no examples), so the run's data need not be here."""
+    from ltjax.data import snapshot
+    from ltjax.errors import SnapshotError, UserError
     from ltjax.training.loop import Experiment
 
     config = config if config is not None else load_saved_config(workdir)
@@ -127,7 +133,23 @@ def load_run(workdir: str, step: int | None = None, config=None):
         raise PredictInputError(
             f"{workdir} was trained on stored backbone features (data.frozen_features); predicting raw inputs "
             "needs the backbone: train without data.frozen_features, or score stored features with ltjax.evaluate")
-    exp = Experiment(config)
+    dataset = snapshot.load(workdir, config.data) if use_snapshot else None
+    if dataset is not None:
+        if config.data.get("on_device", False):  # no device store: predict feeds its inputs from the host
+            config = copy.deepcopy(config)
+            config.data.on_device = False
+        exp = Experiment(config, dataset)
+    else:
+        try:
+            exp = Experiment(config)
+        except UserError as e:
+            if not use_snapshot:
+                raise
+            raise SnapshotError(
+                f"{e}\n\n{workdir} has no usable dataset snapshot ({snapshot.SNAPSHOT_JSON}; runs trained before "
+                "ltjax wrote them, or a dataset whose transform a snapshot cannot rebuild), so predict needs the "
+                "run's data; run `python -m ltjax.evaluate --workdir "
+                f"{workdir}` once where the data is, and predict works without it from then on") from e
     selected = exp.restore_selected(workdir) if step is None else None
     if selected is not None:
         state, step = selected[0], selected[1]

@@ -528,7 +528,13 @@ def test_predict_on_a_folder_of_images_equals_the_evaluation(tmp_path, jpeg, png
     from helpers import run_module
 
     data, workdir, _ = _train_e2e(tmp_path)
-    # predict on the test images (a folder, files sorted by name = the test split's order) = evaluate's scores
+    # predict on the test images (a folder, files sorted by name = the test split's order) = evaluate's scores,
+    # with the training data gone (the run's dataset snapshot holds what predict needs) and the store too
+    import shutil
+
+    (data / "manifest.csv").unlink()
+    shutil.rmtree(data / "train")
+    shutil.rmtree(tmp_path / "tfds", ignore_errors=True)
     r = run_module("ltjax.predict", "--workdir", str(workdir), "--inputs", str(data / "test"),
                    "--out", str(tmp_path / "p.csv"), env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -95,3 +95,22 @@ def test_documents_from_a_text_file_score_as_the_evaluation_did(tmp_path):
     out = predict.predict(str(w), docs)
     with np.load(w / "scores.npz") as z:
         np.testing.assert_array_equal(out["scores"], z["scores"])
+    # without the training data: the run's snapshot holds the vocabulary, classes and training labels
+    (tmp_path / "docs.csv").rename(tmp_path / "elsewhere.csv")
+    again = predict.predict(str(w), docs)
+    np.testing.assert_array_equal(again["scores"], out["scores"])
+    assert again["class_names"] == out["class_names"]
+    # a run without a snapshot (made before they existed) needs its data, and says how to get one
+    from ltjax.data import snapshot
+    from ltjax.errors import SnapshotError
+
+    for name in (snapshot.SNAPSHOT_JSON, snapshot.SNAPSHOT_NPZ):
+        (w / name).unlink()
+    with pytest.raises(SnapshotError, match="run `python -m ltjax.evaluate --workdir"):
+        predict.predict(str(w), docs)
+    (tmp_path / "elsewhere.csv").rename(tmp_path / "docs.csv")
+    from ltjax import evaluate
+
+    assert evaluate.main(["--workdir", str(w)]) == 0 and snapshot.exists(str(w))  # evaluate writes one
+    (tmp_path / "docs.csv").unlink()
+    np.testing.assert_array_equal(predict.predict(str(w), docs)["scores"], out["scores"])

@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from ltjax.data import partial
+from ltjax.data import partial, snapshot
 from ltjax.errors import NonFiniteLossError, RunInterrupted
 from ltjax.training import selection
 from ltjax.training.checkpoint import Checkpointer
@@ -359,6 +359,8 @@ class _Run:
                 _write_json(os.path.join(self.workdir, "phases.json"), describe(exp.phases))
             if jax.process_index() == 0 and not os.path.exists(os.path.join(self.workdir, partial.HIDDEN_FILE)):
                 partial.write_hidden(self.workdir, exp.dataset)  # the hidden training positives, if any
+            if jax.process_index() == 0 and not snapshot.exists(self.workdir) and exp.frozen is None:
+                snapshot.write(self.workdir, exp.dataset, exp.config.data)  # for predict without the data
             if not start:
                 if getattr(exp, "init_info", None):  # e.g. GloVe coverage of the vocabulary
                     log.write(0, "init", exp.init_info)
