@@ -16,7 +16,8 @@ Setting (paper section 4.3; what it leaves open is stated here):
   resized to 448 (evaluation: resize to 448); horizontal flips; no colour jitter;
 * Adam lr 1e-4, betas (0.9, 0.999), weight decay 1e-5 as torch's Adam applies it (L2 added to the
   gradient: ``optimizer.name="adam"``), batch 32, constant lr;
-* split: the seeded patient-level 7:1:2 split (``data.split="patient"``); the checkpoint is chosen on the
+* split: the seeded patient-level 7:1:2 split (``data.split="patient"``; stratified on the findings by
+  default, ``data.split_method``, so Hernia's ~110 patients reach val and test); the checkpoint is chosen on the
   validation part by its mean AUC (``train.select_on="val:auc_macro"``, the paper's NIH metric; candidates
   at every epoch end of stage 1 and after each M-step and E-step, ltjax/training/selection.py) and the
   report is on the test part, which is never used for the choice;

@@ -6,7 +6,8 @@ ODIR-5K_Training_Dataset/) under ``--config.data.root`` or ``$LTJAX_DATA_DIR/odi
 ltjax/data/medical.py; reading .xlsx needs ``pip install openpyxl``).
 
 Protocol (LDRNet): one example per fundus image with the patient's 8 labels (N D G C A H M O), seeded
-patient-level 7:1:2 train/val/test split (``data.split_seed``, ``data.split_fractions``); the report adds
+patient-level 7:1:2 train/val/test split (``data.split_seed``, ``data.split_fractions``; stratified on the
+labels by default, ``data.split_method``); the report adds
 the official ODIR scores (kappa, F1, AUC at threshold 0.5 over the flattened label matrix, and their
 mean, the final score; see ``ltjax.metrics.odir_scores``) to mAP and the group table.
 
