@@ -112,3 +112,19 @@ def test_partition_cuts_test_then_val_and_covers_every_row_once():
     assert stratified_partition(y, [("test", 0.2), ("val", 0.0)], "train", 0, groups)["val"].size == 0
     with pytest.raises(ConfigError, match="sum to less than 1"):
         stratified_partition(y, [("test", 0.6), ("val", 0.5)], "train", 0, groups)
+
+
+def test_a_part_far_from_its_fraction_is_warned_about():
+    from ltjax.data.stratify import stratified_partition
+
+    y = np.eye(12)[np.arange(24) % 12]  # 12 classes, 2 examples each: test must take one of every class
+    with pytest.warns(UserWarning, match=r"the stratified test split holds 12 of 24 examples \(50%\)"):
+        part = stratified_partition(y, [("test", 0.2)], "train", 0)
+    assert len(part["test"]) == 12
+    rng = np.random.default_rng(1)
+    big = (rng.random((500, 4)) < 0.3).astype(float)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stratified_partition(big, [("test", 0.2), ("val", 0.1)], "train", 0)  # close to 100 / 50: no warning

@@ -94,10 +94,29 @@ def stratified_partition(labels, fractions: Sequence[tuple[str, float]], rest: s
         keep, take = stratified_split(y[pool], share, int(seed) + k,
                                       None if unit_key is None else unit_key[pool], field=field)
         out[name] = np.sort(pool[take]).astype(np.int64)
+        _warn_if_off(name, fraction, pool[take], n, unit_key, field)
         pool = pool[keep]
         left -= fraction
     out[rest] = np.sort(pool).astype(np.int64)
     return out
+
+
+def _warn_if_off(name: str, fraction: float, rows: np.ndarray, n: int, unit_key, field: str) -> None:
+    """A warning when placing every class on both sides moved a part far from its fraction (small data)."""
+    if unit_key is None:
+        got, total = len(rows), n
+    else:
+        got, total = len(set(unit_key[rows].tolist())), len(set(unit_key.tolist()))
+    want = fraction * total
+    if abs(got - want) > max(2.0, 0.25 * want):
+        import warnings
+
+        unit = "groups" if unit_key is not None else "examples"
+        warnings.warn(
+            f"the stratified {name} split holds {got} of {total} {unit} ({got / total:.0%}) for {field} "
+            f"{fraction:g}: putting every class with >= 2 {unit} on both sides needed that many on this small or "
+            "sparse dataset; the label-blind split option of data.split_method meets the fraction exactly",
+            stacklevel=3)
 
 
 def _repair(units: np.ndarray, in_val: np.ndarray, order: np.ndarray, max_rounds: int = 100) -> None:
