@@ -136,30 +136,63 @@ def resample_indices(n: int, reps: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(reps, n))
 
 
-def method_means(method: Method, groups, idx: np.ndarray | None = None) -> np.ndarray:
-    """[G] (``idx`` None: the full test set) or [reps, G]: the group means averaged over the method's seeds."""
+def method_means(method: Method, groups, counts: np.ndarray | None = None) -> np.ndarray:
+    """[G] (``counts`` None: the full test set) or [reps, G] (``counts``: :func:`resample_counts`): the group
+    means averaged over the method's seeds."""
     per_run = []
     for r in method.runs:
-        if idx is None:
+        if counts is None:
             per_run.append(_means(class_ap(r.scores, r.labels), groups))
         else:
-            per_run.append(_means(resampled_ap(r.scores, r.labels, idx), groups))
+            per_run.append(_means(resampled_ap(r.scores, r.labels, counts), groups))
     return np.mean(per_run, axis=0)
 
 
-def resampled_ap(scores, labels, idx: np.ndarray, max_elements: int = 20_000_000) -> np.ndarray:
-    """[reps, C] per-class AP of each resample ``idx[k]`` (one AP call per block of resamples: their columns
-    side by side, as AP is computed column by column)."""
-    n, c = scores.shape
-    block = max(1, max_elements // (n * c))
-    out = []
-    for start in range(0, len(idx), block):
-        i = idx[start:start + block]
-        k = len(i)
-        s = np.asarray(scores)[i].transpose(1, 0, 2).reshape(n, k * c)
-        y = np.asarray(labels)[i].transpose(1, 0, 2).reshape(n, k * c)
-        out.append(class_ap(s, y).reshape(k, c))
-    return np.concatenate(out)
+def resample_counts(idx: np.ndarray) -> np.ndarray:
+    """[n, reps] float32: how often each example is drawn in each resample ``idx[k]`` (exact: counts <= n)."""
+    reps, n = idx.shape
+    counts = np.zeros((n, reps), np.float32)
+    np.add.at(counts, (idx.reshape(-1), np.repeat(np.arange(reps), n)), 1.0)
+    return counts
+
+
+def resampled_ap(scores, labels, counts: np.ndarray) -> np.ndarray:
+    """[reps, C] per-class AP of each resample, from its draw counts ``counts`` [n, reps]
+    (:func:`resample_counts`).
+
+    A resample repeats examples, and copies of one example share its score, so the resample's AP equals the
+    count-weighted AP in the full test set's own score order (sklearn's step-wise AP, tied scores one
+    threshold): each class is sorted once; the drawn examples and the drawn positives are summed per
+    stretch of that order ending at a group of tied scores that holds a positive, and their running sums
+    give precision and recall at those thresholds for every resample at once.  So the bootstrap costs one
+    pass over the counts per class instead of a sort of every materialised resample (padchest_reports' 13k
+    test reports, 100 resamples of 6 runs: ~3 s against ~100 s); it equals AP of the materialised resample
+    (tests/test_compare.py)."""
+    s = np.asarray(scores, np.float32)
+    y = np.asarray(labels) > 0
+    n, reps = counts.shape
+    out = np.full((reps, s.shape[1]), np.nan)
+    for c in range(s.shape[1]):
+        if not y[:, c].any():
+            continue
+        col = s[:, c] + np.float32(0.0)  # -0.0 and +0.0: one score
+        order = np.argsort(-col, kind="stable")
+        sorted_scores, pos = col[order], y[order, c]
+        group = np.cumsum(np.append(False, sorted_scores[1:] != sorted_scores[:-1]))  # tie group of each row
+        pos_groups = np.unique(group[pos])  # the thresholds where recall can rise
+        ends = np.searchsorted(group, pos_groups, side="right")  # one past each such group's last row
+        starts = np.append(0, ends[:-1])
+        rows = counts[order[:ends[-1]]]  # [rows up to the last positive group, reps]
+        drawn = np.cumsum(np.add.reduceat(rows, starts, axis=0), axis=0, dtype=np.float64)
+        pos_rows = np.flatnonzero(pos)
+        tp_seg = np.zeros((len(pos_groups), reps))
+        np.add.at(tp_seg, np.searchsorted(pos_groups, group[pos_rows]), counts[order[pos_rows]])
+        tp = np.cumsum(tp_seg, axis=0)
+        total = tp[-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap = np.sum(tp_seg * tp / np.where(drawn > 0, drawn, 1.0), axis=0) / total
+        out[:, c] = np.where(total > 0, ap, np.nan)
+    return out
 
 
 def paired_bootstrap(method: Method, baseline: Method, groups, *, reps: int = 1000, seed: int = 0,
@@ -168,8 +201,8 @@ def paired_bootstrap(method: Method, baseline: Method, groups, *, reps: int = 10
     (method minus baseline), its paired-bootstrap percentile interval at ``level``, and the fraction of
     replicates with a difference <= 0."""
     n = method.runs[0].labels.shape[0]
-    idx = resample_indices(n, reps, seed)
-    d = method_means(method, groups, idx) - method_means(baseline, groups, idx)
+    counts = resample_counts(resample_indices(n, reps, seed))
+    d = method_means(method, groups, counts) - method_means(baseline, groups, counts)
     observed = method_means(method, groups) - method_means(baseline, groups)
     alpha = (1.0 - level) / 2
     out = {}

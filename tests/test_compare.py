@@ -66,6 +66,22 @@ def test_paired_bootstrap_equals_a_numpy_reference():
     assert got["total"]["low"] > 0  # a stronger signal is better on every resample here
 
 
+def test_count_weighted_resample_ap_equals_ap_of_the_materialised_resample_with_ties():
+    rng = np.random.default_rng(3)
+    n, c, reps = 50, 5, 40
+    labels = (rng.random((n, c)) < 0.25).astype(np.uint8)
+    labels[:, 4] = 0
+    labels[7, 4] = 1  # one positive: absent from some resamples (NaN there)
+    scores = np.round(rng.random((n, c)) * 4) / 4  # five distinct scores: heavy ties
+    scores[:5, 0] = -0.0
+    scores[5:10, 0] = 0.0  # -0.0 and +0.0 are one score
+    idx = compare.resample_indices(n, reps, 11)
+    got = compare.resampled_ap(scores.astype(np.float32), labels, compare.resample_counts(idx))
+    want = np.stack([compare.class_ap(scores[i].astype(np.float32), labels[i]) for i in idx])
+    np.testing.assert_allclose(got, want, atol=1e-6)  # NaN where a class has no positive in the resample
+    assert np.isnan(got[:, 4]).any() and not np.isnan(got[:, 4]).all()
+
+
 def test_other_test_sets_and_unknown_baselines_are_refused():
     rng = np.random.default_rng(0)
     labels = (rng.random((20, 6)) < 0.4).astype(np.uint8)
