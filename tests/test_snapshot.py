@@ -85,3 +85,24 @@ def test_snapshot_files_that_disagree_are_an_error_naming_the_fix(tmp_path):
     (tmp_path / snapshot.SNAPSHOT_NPZ).write_bytes((tmp_path / "other" / snapshot.SNAPSHOT_NPZ).read_bytes())
     with pytest.raises(SnapshotError, match="delete both and run ltjax.evaluate once"):
         snapshot.load(str(tmp_path), cfg.data)
+
+
+@pytest.mark.parametrize("tokenizer", ["words", "minilm"])
+def test_text_transforms_are_rebuilt_and_encode_alike(tmp_path, tokenizer):
+    from ltjax.data.text import text_defaults, text_transforms
+
+    cfg = small_synthetic_config()
+    ds = build_dataset(cfg.data)
+    text_cfg = text_defaults()
+    text_cfg.tokenizer = tokenizer
+    text_cfg.max_length = 12
+    text_cfg.min_freq = 1
+    setup = text_transforms(["Pleural effusion, small.", "No acute disease", "cardiomegaly"], text_cfg)
+    meta = dataclasses.replace(ds.meta, input_kind="text", input_shape=(12,), input_dtype="int32",
+                               vocab_size=int(setup.vocab_size))
+    text_ds = dataclasses.replace(ds, meta=meta, eval_transform=setup.eval_transform)
+    assert snapshot.write(str(tmp_path), text_ds, cfg.data)
+    back = snapshot.load(str(tmp_path), cfg.data)
+    for doc in ("pleural effusion", "An unseen word: pneumothorax!", ""):
+        np.testing.assert_array_equal(back.eval_transform({"inputs": doc})["inputs"],
+                                      setup.eval_transform({"inputs": doc})["inputs"])
