@@ -486,14 +486,9 @@ def stratified_rows_split(rows: list[Row], fractions: dict[str, float], seed: in
                           group_column: str = "") -> dict[str, list[int]]:
     """Row indices per split for the ``"stratified"`` split of the module docstring (``fractions`` as
     :func:`random_split`'s, of units), on the rows' label names."""
-    from ltjax.data.stratify import stratified_partition
+    from ltjax.data.stratify import name_matrix, stratified_partition
 
-    names = sorted({n for row in rows for n in row.labels})
-    col = {n: j for j, n in enumerate(names)}
-    y = np.zeros((len(rows), max(1, len(names))), np.float32)
-    for i, row in enumerate(rows):
-        for n in row.labels:
-            y[i, col[n]] = 1.0
+    y = name_matrix([row.labels for row in rows])
     groups = [row.group for row in rows] if group_column else None
     try:
         out = stratified_partition(y, list(fractions.items()), "train", int(seed), groups,

@@ -276,15 +276,9 @@ def build_report_source(name: str, reports: list, cfg, info: dict) -> Source:
     if method == "hash":
         test_owners = split_owners([r.owner for r in reports], cfg.test_fraction, cfg.split_seed)
     elif method == "stratified":  # on the raw label names (the class list is decided on train counts later)
-        from ltjax.data.stratify import stratified_split
+        from ltjax.data.stratify import name_matrix, stratified_split
 
-        names = sorted({n for r in reports for n in r.labels if n not in drop})
-        col = {n: j for j, n in enumerate(names)}
-        y = np.zeros((len(reports), len(names)), np.float32)
-        for i, r in enumerate(reports):
-            for n in r.labels:
-                if n in col:
-                    y[i, col[n]] = 1.0
+        y = name_matrix([[n for n in r.labels if n not in drop] for r in reports])
         _, test_rows = stratified_split(y, _check_fraction(cfg.test_fraction), int(cfg.split_seed),
                                         [str(r.owner) for r in reports])
         test_owners = {str(reports[i].owner) for i in test_rows}

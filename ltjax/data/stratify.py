@@ -66,6 +66,18 @@ def stratified_split(labels, fraction: float, seed: int, groups: Sequence[Any] |
     return np.flatnonzero(~rows_val).astype(np.int64), np.flatnonzero(rows_val).astype(np.int64)
 
 
+def name_matrix(name_lists) -> np.ndarray:
+    """[N, K] float32 multi-hot of each row's label names over the sorted distinct names (K >= 1), for
+    splitting rows whose class list is not decided yet."""
+    names = sorted({n for row in name_lists for n in row})
+    col = {n: j for j, n in enumerate(names)}
+    y = np.zeros((len(name_lists), max(1, len(names))), np.float32)
+    for i, row in enumerate(name_lists):
+        for n in row:
+            y[i, col[n]] = 1.0
+    return y
+
+
 def stratified_partition(labels, fractions: Sequence[tuple[str, float]], rest: str, seed: int,
                          groups: Sequence[Any] | None = None, *, field: str = "data.split_fractions"
                          ) -> dict[str, np.ndarray]:
