@@ -19,9 +19,15 @@ is at the end of a document (the text transform pads on the right).
 
 Parameters (float32; the compute runs in the model dtype): ``backbone/trunk/embed/embedding``
 [vocab_size, embed_dim] (Flax's default init, N(0, 1 / embed_dim); torch's ``nn.Embedding`` uses
-N(0, 1)), then ``backbone/trunk/mlp/dense_i`` ('text_pool'), or ``backbone/trunk/bilstm/...``,
-``.../attention`` ('text_bilstm'; the LSTM keeps Flax's initialisers -- kernels lecun-normal, recurrent
-kernels orthogonal, biases 0 -- not torch's U(-1/sqrt(h), 1/sqrt(h))).  ``model.freeze_embedding=True``
+N(0, 1)), then ``backbone/trunk/mlp/dense_i`` ('text_pool'), or ('text_bilstm')
+``backbone/trunk/OptimizedLSTMCell_0/...`` (the forward LSTM), ``.../OptimizedLSTMCell_1/...`` (the
+backward one; Flax's automatic names, kept so that existing checkpoints load: each holds the input
+kernels ``ii/if/ig/io`` and the recurrent kernels and biases ``hi/hf/hg/ho``), ``.../attention`` and
+``.../mlp`` (the LSTM keeps Flax's initialisers -- kernels lecun-normal, recurrent kernels orthogonal,
+biases 0 -- not torch's U(-1/sqrt(h), 1/sqrt(h))).  On CPU a training step is compute-bound (2 x 150
+units over 128 tokens at batch 64 and 300-d embeddings: ~26 GFLOP); hoisting the input projection out
+of the scan and running both directions in one scan gave the same outputs and no speed-up (2026-12-01),
+so the layer stays Flax's ``nn.RNN`` / ``nn.Bidirectional``.  ``model.freeze_embedding=True``
 keeps the embedding table fixed (e.g. once pre-trained vectors are loaded into it); everything else
 trains.  ``model.pretrained_embeddings = "glove50"`` (with ``embed_dim = 50``) loads GloVe 6B 50-d vectors
 into the rows of the dataset vocabulary's words when the train state is first made (:mod:`ltjax.models.glove`:
