@@ -300,6 +300,9 @@ def test_ldrnet_configs_and_missing_data_stops_at_once(tmp_path):
     assert load_config(str(REPO / "configs" / "ldrnet_chestxray14.py") + ":stage1").method.rounds == 0
     assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py") + ":uniform").method.sampling == "uniform"
     assert load_config(str(REPO / "configs" / "ldrnet_odir5k.py") + ":no_prompt").method.language == "none"
+    # the text recipe (Adam 1e-3) runs LDRNet's E-step at the paper's 1e-4 (configs/text.py)
+    t = load_config(str(REPO / "configs" / "iu_xray_reports.py") + ":ldrnet")
+    assert (t.optimizer.lr, t.method.phases.e_step.optimizer.lr, t.method.phases.m_step.optimizer.lr) == (1e-3, 1e-4, None)
     with pytest.raises(ValueError, match="arg must be one of full, stage1"):
         load_config(str(REPO / "configs" / "ldrnet_chestxray14.py") + ":nope")
     r = run_module("ltjax.train", "--config", "configs/ldrnet_chestxray14.py", "--workdir", str(tmp_path / "run"),
