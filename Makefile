@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 
 # The test suite (slow tests excluded; `make test-slow` runs them).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=20
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
