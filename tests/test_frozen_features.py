@@ -100,3 +100,22 @@ def test_clear_errors(tmp_path, pngs):
     c.data.frozen_features = "pooled"
     with pytest.raises(ValueError, match="is a features dataset: set data.frozen_features=''"):
         Experiment(c)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_hidden_positives_survive_the_stored_features(tmp_path, pngs, on_device):
+    """With data.missing_ratio the features' training split still says which observed zeros were hidden
+    (COMIC counts its true and false label recalls from it), on the host and the device pipeline."""
+    over = {"data.missing_ratio": 0.3, "data.on_device": on_device}
+    full = Experiment(_config(tmp_path, **over), dataset=pngs)
+    stored = Experiment(_config(tmp_path, **{"data.frozen_features": "pooled", **over}), dataset=pngs)
+    want, got = full.dataset.split("train"), stored.dataset.split("train")
+    assert want.hidden_mask.sum() > 0
+    np.testing.assert_array_equal(got.hidden_mask, want.hidden_mask)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.full_labels, want.full_labels)
+    np.testing.assert_array_equal(stored.meta.class_counts, full.meta.class_counts)
+    batch = next(stored.train_iterator())
+    idx = np.asarray(batch["index"])
+    np.testing.assert_array_equal(np.asarray(batch["hidden"]), want.hidden_mask[idx])
+    np.testing.assert_array_equal(np.asarray(batch["labels"]), want.labels[idx])

@@ -18,7 +18,8 @@ map through the neck's global pool, ``[c]``), :class:`FrozenFeatures`:
    devices when they fit ``data.device_max_gb``) and the same model with its trunk replaced by the stored
    features (:func:`swap_trunk`), so everything on top of the backbone (neck, head, HMT-Net's group heads,
    the decoupled methods' phases) trains unchanged, with the same initial values (Flax derives each
-   parameter's key from its path, which the swap keeps).
+   parameter's key from its path, which the swap keeps).  A training split with hidden positives
+   (``data.missing_ratio``) stays one, so its batches still carry ``hidden`` (COMIC's recall counts).
 
 What this equals: a fine-tuning run with the whole trunk frozen (``model.frozen_stages`` = all stages,
 ``model.norm_eval = true``) and ``data.augment = false`` computes the same losses (tested).  With
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax.data.base import ArraySplit, Dataset
+from ltjax.data.partial import PartialLabelSplit
 from ltjax.models.classifier import Backbone
 from ltjax.models.necks import global_pool
 
@@ -115,6 +117,14 @@ def _items_digest(split) -> str:
     return h.hexdigest()
 
 
+def _features_split(features: np.ndarray, split):
+    """The stored features as a split with ``split``'s labels; a split with hidden positives
+    (``data.missing_ratio``) stays one, so a method still sees which observed zeros were hidden."""
+    if isinstance(split, PartialLabelSplit):
+        return PartialLabelSplit(ArraySplit(features, split.full_labels), split.hidden_pairs)
+    return ArraySplit(features, split.labels)
+
+
 class FrozenFeatures:
     """The features dataset and the trunk-less model of a frozen-feature run (module docstring)."""
 
@@ -139,7 +149,7 @@ class FrozenFeatures:
             for k in ("params", "batch_stats")
         }
         self.folder, self.info = self._ensure(config, dataset, dtype, log)
-        splits = {name: ArraySplit(np.load(self.folder / f"{name}.npy"), dataset.split(name).labels)
+        splits = {name: _features_split(np.load(self.folder / f"{name}.npy"), dataset.split(name))
                   for name in dataset.splits}
         shape = tuple(splits["train"].inputs.shape[1:])
         meta = dataclasses.replace(
