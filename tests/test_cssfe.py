@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
+from builtin_datasets import IMAGE_BUILDERS, registered_image_datasets
 from helpers import set_fields, train_steps
-from test_custom import _image_bytes
 from test_on_device import _png_dataset
 from test_tiles import cache, mnist  # noqa: F401  (fixtures for the tiles_voc_lt case below)
 
@@ -329,89 +328,16 @@ def test_cssfe_resume_is_exact(pngs, tmp_path, monkeypatch):
 # ---- every built-in image dataset ------------------------------------------------------------------
 
 
-def _published_split(meta):  # tests/data/*_lt_meta.json "class_split" -> head / medium / tail
-    return {"head": meta["class_split"]["head"], "medium": meta["class_split"]["middle"],
-            "tail": meta["class_split"]["tail"]}
-
-
-def _voc_lt(tmp_path, request):
-    from test_voc_coco import data_config, make_voc
-
-    root = make_voc(tmp_path / "VOCdevkit", _image_bytes("JPEG"))
-    return data_config("voc_lt", root), 20, _published_split(request.getfixturevalue("voc_lt_meta"))
-
-
-def _coco_lt(tmp_path, request):
-    from test_voc_coco import data_config, make_coco
-
-    meta = request.getfixturevalue("coco_lt_meta")
-    root = make_coco(tmp_path / "coco", _image_bytes("JPEG"), meta["classes"])
-    return data_config("coco_lt", root), 80, _published_split(meta)
-
-
-def _chestxray14(tmp_path, request):
-    from test_medical import data_config, make_nih
-
-    c = data_config("chestxray14", make_nih(tmp_path / "chestxray14"))
-    c.groups.mode = "quantile"
-    return c, 14, None
-
-
-def _odir5k(tmp_path, request):
-    from test_medical import data_config, make_odir
-
-    c = data_config("odir5k", make_odir(tmp_path / "odir5k", fmt="csv"))
-    c.groups.mode = "quantile"
-    return c, 8, None
-
-
-def _custom(tmp_path, request):
-    # the rows of test_custom.test_train_and_evaluate_through_the_cli: with head_min 10 and tail_max 5 the
-    # classes bird, cat, dog, eel, fish fall in tail, head, medium, tail, tail
-    from test_custom import E2E_TEST, E2E_TRAIN, cfg, write_images
-
-    data = tmp_path / "custom"
-    lines = ["path,labels,split"]
-    for split, rows in (("train", E2E_TRAIN), ("test", E2E_TEST)):
-        for i, labels in enumerate(rows):
-            name = f"{split}/{i}.{'png' if i % 2 else 'jpg'}"
-            write_images(data, [name], _image_bytes("JPEG", i), _image_bytes("PNG", 100 + i))
-            lines.append(f"{name},{labels},{split}")
-    (data / "manifest.csv").write_text("\n".join(lines) + "\n")
-    c = cfg(data / "manifest.csv", split_column="split")
-    c.groups.head_min, c.groups.tail_max = 10, 5
-    return c, 5, {"head": [1], "medium": [2], "tail": [0, 3, 4]}
-
-
-def _tiles_voc_lt(tmp_path, request):
-    from test_tiles import data_config
-
-    request.getfixturevalue("cache")  # a temporary LTJAX_CACHE_DIR holding MNIST (test_tiles)
-    # VOC-LT's label sets: the published VOC-LT groups (test_tiles.test_counts_and_groups_equal_voc_lt)
-    return data_config(), 20, _published_split(request.getfixturevalue("voc_lt_meta"))
-
-
-_IMAGE_DATASET_BUILDERS = {"voc_lt": _voc_lt, "coco_lt": _coco_lt, "chestxray14": _chestxray14,
-                           "odir5k": _odir5k, "custom": _custom, "tiles_voc_lt": _tiles_voc_lt}
-
-
-def _registered_image_datasets():
-    """The registered datasets with image fields in their config (each is checked to build as an image dataset)."""
-    from ltjax.data import DATASETS, dataset_defaults
-
-    return [n for n in DATASETS.names() if "image_size" in dataset_defaults(n)]
-
-
 @pytest.mark.slow  # one CSSFE train step compiled per class count: ~15 s per dataset here, ~80 s for all six
-@pytest.mark.parametrize("name", _registered_image_datasets())
+@pytest.mark.parametrize("name", registered_image_datasets())
 def test_cssfe_runs_on_every_builtin_image_dataset(name, tmp_path, request):
     """CSSFE (tiny glyphnet, random label embeddings) on a small copy of each registered image dataset made
     from the fixture trees of its own tests: two finite training steps, and the model has the dataset's
     classes and the flow mask of its head / medium / tail groups."""
-    assert set(_IMAGE_DATASET_BUILDERS) <= set(_registered_image_datasets())  # (the derivation finds them all)
-    if name not in _IMAGE_DATASET_BUILDERS:
+    assert set(IMAGE_BUILDERS) <= set(registered_image_datasets())  # (the derivation finds them all)
+    if name not in IMAGE_BUILDERS:
         pytest.fail(f"image dataset {name!r} has no fixture builder in tests/test_cssfe.py; add one")
-    data, num_classes, groups_want = _IMAGE_DATASET_BUILDERS[name](tmp_path, request)
+    data, num_classes, groups_want = IMAGE_BUILDERS[name](tmp_path, request)
     c = _config(dataset=name, **{"mesh.data": 1})
     for field in ("image_size", "augment", "batch_size", "eval_batch_size"):
         data[field] = c.data[field]

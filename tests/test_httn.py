@@ -13,6 +13,7 @@ import pytest
 
 from ltjax.methods import METHODS, httn
 from ltjax.training.experiment import Experiment
+from builtin_datasets import registered_text_datasets
 from helpers import set_fields, small_synthetic_config
 
 
@@ -220,3 +221,37 @@ def test_imprinted_tail_rows_are_the_normalised_prototypes():
     p_tail = httn.prototypes(emb, labels, [1], 5, 1, 2)  # the first draw after the 2 head rounds
     np.testing.assert_allclose(sets[0][1], p_tail[0], rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(sets[0][1]), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow  # one tiny HTTN and EHTTN run per text dataset (5): ~2 min here
+@pytest.mark.parametrize("name", registered_text_datasets())
+def test_httn_and_ehttn_run_on_every_registered_text_dataset(name, tmp_path, request):
+    """HTTN's head phase, the prototype / transfer pass and the evaluation through the loop on a small copy
+    of every registered text dataset (tests/builtin_datasets.py), then EHTTN from the same head phase:
+    finite scores, head rows untouched, every tail row written."""
+    from test_comic import _every_dataset_config
+
+    from ltjax.training import loop
+
+    runs = {}
+    for method in ("httn", "ehttn"):
+        c, num_classes = _every_dataset_config(name, "text", tmp_path, request, method)
+        c.method.l_tail, c.method.rounds, c.method.shots = 2, 2, 1
+        if method == "ehttn":
+            c.method.ensemble = 2
+        workdir = tmp_path / method
+        result = loop.train_and_evaluate(c, str(workdir))
+        exp = Experiment(c)
+        assert exp.meta.name == name and exp.meta.input_kind == "text"
+        assert num_classes is None or exp.meta.num_classes == num_classes
+        assert np.isfinite(result["mAP"]) and result["method_summary"]["l_tail"] == 2
+        phases = json.load(open(workdir / "phases.json"))
+        after, _ = exp.restore(str(workdir))
+        before, _ = exp.restore(str(workdir), step=phases[0]["steps"])
+        is_tail = np.asarray(after.method_state["is_tail"]) > 0.5
+        w0, w1 = np.asarray(before.params["classifier"]), np.asarray(after.params["classifier"])
+        assert is_tail.sum() == 2
+        np.testing.assert_array_equal(w1[~is_tail], w0[~is_tail])
+        assert np.isfinite(w1).all() and not np.allclose(w1[is_tail], w0[is_tail])
+        runs[method] = w1
+    np.testing.assert_allclose(runs["ehttn"], runs["httn"], rtol=1e-6)  # EHTTN's draw 0 is HTTN's classifier
