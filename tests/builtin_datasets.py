@@ -52,17 +52,9 @@ def _odir5k(tmp_path, request):
 def _custom(tmp_path, request):
     # the rows of test_custom.test_train_and_evaluate_through_the_cli: with head_min 10 and tail_max 5 the
     # classes bird, cat, dog, eel, fish fall in tail, head, medium, tail, tail
-    from test_custom import E2E_TEST, E2E_TRAIN, cfg, write_images
+    from test_custom import cfg, write_e2e
 
-    data = tmp_path / "custom"
-    lines = ["path,labels,split"]
-    for split, rows in (("train", E2E_TRAIN), ("test", E2E_TEST)):
-        for i, labels in enumerate(rows):
-            name = f"{split}/{i}.{'png' if i % 2 else 'jpg'}"
-            write_images(data, [name], _image_bytes("JPEG", i), _image_bytes("PNG", 100 + i))
-            lines.append(f"{name},{labels},{split}")
-    (data / "manifest.csv").write_text("\n".join(lines) + "\n")
-    c = cfg(data / "manifest.csv", split_column="split")
+    c = cfg(write_e2e(tmp_path / "custom"), split_column="split")
     c.groups.head_min, c.groups.tail_max = 10, 5
     return c, 5, {"head": [1], "medium": [2], "tail": [0, 3, 4]}
 

@@ -459,11 +459,8 @@ E2E_TRAIN = ["cat|bird"] + ["cat"] * 4 + ["bird|cat"] + ["cat"] * 6 + ["fish"] +
 E2E_TEST = ["cat", "dog|eel", "bird", "eel", "cat|dog", "fish"]
 
 
-def _train_e2e(tmp_path):
-    """The CLI run of the end-to-end test: (its data folder, its workdir, the CompletedProcess)."""
-    from helpers import run_module
-
-    data = tmp_path / "data"
+def write_e2e(data):
+    """The end-to-end rows as JPEG / PNG files under ``data`` and ``data/manifest.csv`` (a split column)."""
     lines = ["path,labels,split"]
     for split, rows in (("train", E2E_TRAIN), ("test", E2E_TEST)):
         for i, labels in enumerate(rows):
@@ -471,6 +468,15 @@ def _train_e2e(tmp_path):
             write_images(data, [name], _image_bytes("JPEG", i), _image_bytes("PNG", 100 + i))
             lines.append(f"{name},{labels},{split}")
     (data / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return data / "manifest.csv"
+
+
+def _train_e2e(tmp_path):
+    """The CLI run of the end-to-end test: (its data folder, its workdir, the CompletedProcess)."""
+    from helpers import run_module
+
+    data = tmp_path / "data"
+    write_e2e(data)
     assert len(E2E_TRAIN) == 20
     workdir = tmp_path / "run"
     r = run_module(
