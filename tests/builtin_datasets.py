@@ -6,7 +6,7 @@ A builder takes ``(tmp_path, request)`` and returns ``(config.data, number of cl
 None)``; ``request`` reaches the fixtures some of them need (``voc_lt_meta`` / ``coco_lt_meta`` from
 conftest, ``cache`` from test_tiles: a module using the tiles builder imports ``cache, mnist`` from
 test_tiles).  The lists of registered names come from the registry, so a new dataset without a builder
-here fails those tests.
+here fails those tests.  ``tiny_run_config`` puts a method with a tiny model on one of these copies.
 """
 from __future__ import annotations
 
@@ -189,3 +189,33 @@ def builder(name, kind):
     if name not in table:
         raise LookupError(f"{kind} dataset {name!r} has no builder in tests/builtin_datasets.py; add one")
     return table[name]
+
+
+_MODELS = {"image": "glyphnet", "text": "text_pool", "features": "mlp"}
+
+
+def tiny_run_config(name, kind, tmp_path, request, method):
+    """``method`` with a tiny model of ``kind`` on the small copy of dataset ``name`` (above),
+    one short epoch, one device."""
+    from ltjax.defaults import experiment_config
+
+    data, num_classes, _ = builder(name, kind)(tmp_path, request)
+    c = experiment_config(name, _MODELS[kind], method)
+    if kind == "image":
+        c.model.widths, c.model.convs = (8, 8, 16), 1
+        c.model.frozen_stages, c.model.norm_eval = -1, False
+        data.image_size, data.augment = 32, False
+    elif kind == "text":
+        c.model.embed_dim, c.model.hidden = 16, (16,)
+    else:
+        c.model.hidden = (16,)
+    data.batch_size = data.eval_batch_size = 8
+    data.prepared_dir = str(tmp_path / "prepared")
+    c.data = data
+    c.mesh.data = 1
+    c.optimizer.name, c.optimizer.lr = "adam", 1e-3
+    c.schedule.warmup_steps = 0
+    c.train.num_epochs, c.train.steps_per_epoch = 1, 3
+    c.train.progress_bar = "off"
+    c.eval.top_k = (1, 3)
+    return c, num_classes

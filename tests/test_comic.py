@@ -12,7 +12,7 @@ import pytest
 
 from ltjax.methods import METHODS, comic
 from ltjax.training.experiment import Experiment
-from builtin_datasets import every_dataset_case
+from builtin_datasets import every_dataset_case, tiny_run_config
 from helpers import set_fields, small_synthetic_config
 from test_tiles import cache, mnist  # noqa: F401  (fixtures for the tiles_voc_lt case below)
 
@@ -354,39 +354,7 @@ def test_kill_9_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
 # ---- every built-in dataset --------------------------------------------------------------------------
 
 
-_MODELS = {"image": "glyphnet", "text": "text_pool", "features": "mlp"}
-
-
-def _every_dataset_config(name, kind, tmp_path, request, method):
-    """``method`` with a tiny model of ``kind`` on the small copy of dataset ``name`` (tests/builtin_datasets.py),
-    one short epoch, one device."""
-    from builtin_datasets import builder
-
-    from ltjax.defaults import experiment_config
-
-    data, num_classes, _ = builder(name, kind)(tmp_path, request)
-    c = experiment_config(name, _MODELS[kind], method)
-    if kind == "image":
-        c.model.widths, c.model.convs = (8, 8, 16), 1
-        c.model.frozen_stages, c.model.norm_eval = -1, False
-        data.image_size, data.augment = 32, False
-    elif kind == "text":
-        c.model.embed_dim, c.model.hidden = 16, (16,)
-    else:
-        c.model.hidden = (16,)
-    data.batch_size = data.eval_batch_size = 8
-    data.prepared_dir = str(tmp_path / "prepared")
-    c.data = data
-    c.mesh.data = 1
-    c.optimizer.name, c.optimizer.lr = "adam", 1e-3
-    c.schedule.warmup_steps = 0
-    c.train.num_epochs, c.train.steps_per_epoch = 1, 3
-    c.train.progress_bar = "off"
-    c.eval.top_k = (1, 3)
-    return c, num_classes
-
-
-@pytest.mark.slow  # one tiny COMIC run per dataset and input kind (13 cases): ~4 min here
+@pytest.mark.slow  # one tiny COMIC run per dataset and input kind (13 cases): ~4-8 min here
 @pytest.mark.parametrize("name,kind", every_dataset_case())
 def test_comic_runs_on_every_registered_dataset(name, kind, tmp_path, request):
     """COMIC at 30 % missing through the loop (three streams, RLC from the start, evaluation) on a small copy
@@ -394,7 +362,7 @@ def test_comic_runs_on_every_registered_dataset(name, kind, tmp_path, request):
     from ltjax.data import partial
     from ltjax.training import loop
 
-    c, num_classes = _every_dataset_config(name, kind, tmp_path, request, "comic")
+    c, num_classes = tiny_run_config(name, kind, tmp_path, request, "comic")
     c.data.missing_ratio = 0.3
     c.method.branch_dim = 16
     c.method.rlc_start_epoch = 0.0

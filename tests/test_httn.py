@@ -13,7 +13,7 @@ import pytest
 
 from ltjax.methods import METHODS, httn
 from ltjax.training.experiment import Experiment
-from builtin_datasets import registered_text_datasets
+from builtin_datasets import registered_text_datasets, tiny_run_config
 from helpers import set_fields, small_synthetic_config
 
 
@@ -229,13 +229,11 @@ def test_httn_and_ehttn_run_on_every_registered_text_dataset(name, tmp_path, req
     """HTTN's head phase, the prototype / transfer pass and the evaluation through the loop on a small copy
     of every registered text dataset (tests/builtin_datasets.py), then EHTTN from the same head phase:
     finite scores, head rows untouched, every tail row written."""
-    from test_comic import _every_dataset_config
-
     from ltjax.training import loop
 
     runs = {}
     for method in ("httn", "ehttn"):
-        c, num_classes = _every_dataset_config(name, "text", tmp_path, request, method)
+        c, num_classes = tiny_run_config(name, "text", tmp_path, request, method)
         c.method.l_tail, c.method.rounds, c.method.shots = 2, 2, 1
         if method == "ehttn":
             c.method.ensemble = 2
