@@ -117,3 +117,34 @@ def test_run_table_with_a_baseline_appends_the_comparison(tmp_path):
     assert "Δ mAP vs tiny_synthetic [95% CI]" in table and "| tiny_synthetic_1 | 2 |" in table
     result = json.loads((tmp_path / "compare.json").read_text())
     assert result["baseline"] == "tiny_synthetic" and set(result["methods"]) == {"tiny_synthetic", "tiny_synthetic_1"}
+
+
+def test_bench_allocator_counts_the_faults_of_fresh_pages(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_allocator
+
+    # the counters are the child's own: it reports its faults just before it exits, and the second of two
+    # runs (the deltas, not the totals) must read at least that and not much more
+    out, own = tmp_path / "alloc.json", tmp_path / "own.txt"
+    child = ("import resource, numpy as np\nfor _ in range(20): np.ones(8_000_000)\n"
+             f"open({str(own)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt))")
+    r = _run("bench_allocator.py", "--allocators", "glibc", "glibc", "--json", str(out), "--", sys.executable, "-c", child)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("| glibc |") == 2
+    res = json.loads(out.read_text())["results"]["glibc"]
+    assert int(own.read_text()) <= res["minflt"] <= 1.5 * int(own.read_text()) + 1000
+    assert res["wall_s"] > 0 and res["user_s"] + res["sys_s"] > 0
+    # environments: the preload and its settings, nothing inherited, and 'not installed' when absent
+    monkeypatch.setenv("LD_PRELOAD", "/somewhere/else.so")
+    assert "LD_PRELOAD" not in bench_allocator.allocator_env("glibc")
+    monkeypatch.setattr(bench_allocator, "find_library", lambda name: f"/lib/{name}")
+    env = bench_allocator.allocator_env("jemalloc")
+    assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2" and "dirty_decay_ms:-1" in env["MALLOC_CONF"]
+    monkeypatch.setattr(bench_allocator, "find_library", lambda name: None)
+    assert bench_allocator.allocator_env("tcmalloc") is None
+    # the ex/s column reads the run's metrics.jsonl, skipping the first (compiling) record
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in [
+        {"kind": "train", "examples_per_s": 1.0}, {"kind": "eval", "mAP": 0.5},
+        {"kind": "train", "examples_per_s": 10.0}, {"kind": "train", "examples_per_s": 30.0},
+        {"kind": "train", "examples_per_s": 20.0}]))
+    assert bench_allocator.median_examples_per_s(str(tmp_path)) == 20.0
