@@ -3,13 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo_bce_yeast
-# jemalloc without purging, where it is installed (Debian: libjemalloc2): XLA:CPU frees a step's buffers
-# after every execution and glibc's malloc hands the pages back to the kernel, so each step faults them in
-# again; this keeps them mapped (docs/PERFORMANCE.md: 1.7x on a real training step). JEMALLOC= turns it off.
-COMMA := ,
-JEMALLOC ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /lib/x86_64-linux-gnu/libjemalloc.so.2 \
-	/usr/lib/aarch64-linux-gnu/libjemalloc.so.2 /lib/aarch64-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2))
-ALLOC_ENV := $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=oversize_threshold:0$(COMMA)dirty_decay_ms:-1$(COMMA)muzzy_decay_ms:-1)
 
 .PHONY: demo test test-slow setup clean
 
@@ -26,14 +19,14 @@ setup: $(VENV)/.installed
 # head/medium/tail mAP table.  Starts from scratch every time.
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
-	$(ALLOC_ENV) $(PY) -m ltjax.train --config configs/bce_yeast.py --workdir $(DEMO_DIR)
+	$(PY) -m ltjax.train --config configs/bce_yeast.py --workdir $(DEMO_DIR)
 
 # The test suite (slow tests excluded; `make test-slow` runs them).
 test: $(VENV)/.installed
-	$(ALLOC_ENV) $(PY) -m pytest -q -m "not slow" --durations=20
+	$(PY) -m pytest -q -m "not slow" --durations=20
 
 test-slow: $(VENV)/.installed
-	$(ALLOC_ENV) $(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
