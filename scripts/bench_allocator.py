@@ -7,7 +7,8 @@ working set in again (the kernel zeroes each page): on ``padchest_reports``' LDR
 ~170,000 minor faults a second and ~40 % of the CPU time in the kernel (docs/PERFORMANCE.md).  glibc's
 own tunables did not stop it there (``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=
 <64 GiB>``: ~150,000 faults a second), nor did jemalloc at its defaults (large blocks are purged at
-once); jemalloc with purging off keeps the pages mapped and the faults went to 0.  An allocator is a
+once); jemalloc with large blocks in its normal arenas cut the faults to ~50,000 a second on two cores
+(1.35x), and never purging to 0 (1.7x on one core, but unbounded memory on two).  An allocator is a
 process-level choice (``LD_PRELOAD`` before the interpreter starts), so it cannot be switched from
 inside ltjax; this script measures it for any command.  ``/usr/bin/time -v`` prints the same counters
 for one command but does not compare, hence the few lines here.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -40,9 +40,12 @@ LIBDIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-l
 # name -> (shared library to preload or None, extra environment)
 ALLOCATORS = {
     "glibc": (None, {}),
-    # purging off: freed pages stay mapped and are reused by the next step (oversize_threshold:0 keeps
-    # large blocks in the normal arenas, which would otherwise be purged at once)
-    "jemalloc": ("libjemalloc.so.2", {"MALLOC_CONF": "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
+    # large blocks in the normal arenas (above oversize_threshold, 8 MiB by default, they are purged at once),
+    # purged after the default decay time: most are reused by the next step
+    "jemalloc": ("libjemalloc.so.2", {"MALLOC_CONF": "oversize_threshold:0"}),
+    # never purge: the fastest with one XLA thread, but its footprint grew without bound with two
+    # (docs/PERFORMANCE.md); watch the peak-memory column
+    "jemalloc-nopurge": ("libjemalloc.so.2", {"MALLOC_CONF": "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
     "jemalloc-default": ("libjemalloc.so.2", {}),
     "tcmalloc": ("libtcmalloc_minimal.so.4", {"TCMALLOC_RELEASE_RATE": "0"}),
 }
@@ -87,19 +90,22 @@ def median_examples_per_s(workdir: str) -> float | None:
 
 
 def run_once(cmd: list[str], env: dict) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Run ``cmd`` once; its own resource usage from ``wait4`` (the child and the descendants it waited for)."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"the command failed (exit {proc.returncode}) under {env.get('LD_PRELOAD', 'glibc')}:\n"
-                         + proc.stderr[-3000:])
+                         + stderr[-3000:])
     return {
         "wall_s": wall,
-        "user_s": after.ru_utime - before.ru_utime,
-        "sys_s": after.ru_stime - before.ru_stime,
-        "minflt": after.ru_minflt - before.ru_minflt,
+        "user_s": usage.ru_utime,
+        "sys_s": usage.ru_stime,
+        "minflt": usage.ru_minflt,
+        "max_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
     }
 
 
@@ -121,7 +127,7 @@ def main(argv=None):
     for name in args.allocators:
         env = allocator_env(name)
         if env is None:
-            rows.append(f"| {name} | not installed ({ALLOCATORS[name][0]}) | | | | | |")
+            rows.append(f"| {name} | not installed ({ALLOCATORS[name][0]}) | | | | | | |")
             continue
         if args.fresh:
             shutil.rmtree(args.fresh, ignore_errors=True)
@@ -131,10 +137,10 @@ def main(argv=None):
         cpu = r["user_s"] + r["sys_s"]
         eps = f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "-"
         rows.append(f"| {name} | {r['wall_s']:.1f} | {r['user_s']:.1f} | {r['sys_s']:.1f} ({100 * r['sys_s'] / max(cpu, 1e-9):.0f} %) "
-                    f"| {r['minflt']:,} | {r['minflt'] / max(r['wall_s'], 1e-9):,.0f} | {eps} |")
+                    f"| {r['minflt']:,} | {r['minflt'] / max(r['wall_s'], 1e-9):,.0f} | {r['max_rss_mb']:,.0f} | {eps} |")
     print(f"command: {' '.join(cmd)}\n")
-    print("| allocator | wall s | user s | system s (share) | minor faults | faults / s | ex/s (median) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| allocator | wall s | user s | system s (share) | minor faults | faults / s | peak RSS MB | ex/s (median) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if args.json:
         with open(args.json, "w") as f:

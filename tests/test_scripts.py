@@ -119,12 +119,12 @@ def test_run_table_with_a_baseline_appends_the_comparison(tmp_path):
     assert result["baseline"] == "tiny_synthetic" and set(result["methods"]) == {"tiny_synthetic", "tiny_synthetic_1"}
 
 
-def test_bench_allocator_counts_the_faults_of_fresh_pages(tmp_path, monkeypatch):
+def test_bench_allocator_reports_the_childs_own_faults_and_peak_memory(tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO / "scripts"))
     import bench_allocator
 
-    # the counters are the child's own: it reports its faults just before it exits, and the second of two
-    # runs (the deltas, not the totals) must read at least that and not much more
+    # the counters are the child's own: it reports its faults just before it exits, and each of two
+    # runs (not a running total) must read at least that and not much more
     out, own = tmp_path / "alloc.json", tmp_path / "own.txt"
     child = ("import resource, numpy as np\nfor _ in range(20): np.ones(8_000_000)\n"
              f"open({str(own)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt))")
@@ -133,13 +133,14 @@ def test_bench_allocator_counts_the_faults_of_fresh_pages(tmp_path, monkeypatch)
     assert r.stdout.count("| glibc |") == 2
     res = json.loads(out.read_text())["results"]["glibc"]
     assert int(own.read_text()) <= res["minflt"] <= 1.5 * int(own.read_text()) + 1000
+    assert res["max_rss_mb"] >= 64  # the child held a 64 MB array
     assert res["wall_s"] > 0 and res["user_s"] + res["sys_s"] > 0
     # environments: the preload and its settings, nothing inherited, and 'not installed' when absent
     monkeypatch.setenv("LD_PRELOAD", "/somewhere/else.so")
     assert "LD_PRELOAD" not in bench_allocator.allocator_env("glibc")
     monkeypatch.setattr(bench_allocator, "find_library", lambda name: f"/lib/{name}")
     env = bench_allocator.allocator_env("jemalloc")
-    assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2" and "dirty_decay_ms:-1" in env["MALLOC_CONF"]
+    assert env["LD_PRELOAD"] == "/lib/libjemalloc.so.2" and env["MALLOC_CONF"] == "oversize_threshold:0"
     monkeypatch.setattr(bench_allocator, "find_library", lambda name: None)
     assert bench_allocator.allocator_env("tcmalloc") is None
     # the ex/s column reads the run's metrics.jsonl, skipping the first (compiling) record
