@@ -59,10 +59,10 @@ def find_library(name: str) -> str | None:
     return None
 
 
-def allocator_env(name: str, base: dict | None = None) -> dict | None:
+def allocator_env(name: str) -> dict | None:
     """The environment that runs a child under allocator ``name``; None when it is not installed."""
     lib, extra = ALLOCATORS[name]
-    env = dict(os.environ if base is None else base)
+    env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     env.pop("MALLOC_CONF", None)
     if lib is not None:
@@ -96,16 +96,17 @@ def run_once(cmd: list[str], env: dict) -> dict:
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"the command failed (exit {proc.returncode}) under {env.get('LD_PRELOAD', 'glibc')}:\n"
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"the command failed (exit {code}) under {env.get('LD_PRELOAD', 'glibc')}:\n"
                          + stderr[-3000:])
     return {
         "wall_s": wall,
         "user_s": usage.ru_utime,
         "sys_s": usage.ru_stime,
         "minflt": usage.ru_minflt,
-        "max_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
+        # Linux reports KiB; the fork starts at this script's size (~30 MB), a floor that real runs exceed
+        "max_rss_mb": usage.ru_maxrss / 1024,
     }
 
 
@@ -123,11 +124,14 @@ def main(argv=None):
     cmd = argv[split + 1:]
     if not cmd:
         raise SystemExit("no command after --")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_common import markdown_table, write_json
+
     rows, results = [], {}
     for name in args.allocators:
         env = allocator_env(name)
         if env is None:
-            rows.append(f"| {name} | not installed ({ALLOCATORS[name][0]}) | | | | | | |")
+            rows.append([name, f"not installed ({ALLOCATORS[name][0]})"] + [""] * 6)
             continue
         if args.fresh:
             shutil.rmtree(args.fresh, ignore_errors=True)
@@ -135,17 +139,14 @@ def main(argv=None):
         r["examples_per_s"] = median_examples_per_s(args.fresh) if args.fresh else None
         results[name] = r
         cpu = r["user_s"] + r["sys_s"]
-        eps = f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "-"
-        rows.append(f"| {name} | {r['wall_s']:.1f} | {r['user_s']:.1f} | {r['sys_s']:.1f} ({100 * r['sys_s'] / max(cpu, 1e-9):.0f} %) "
-                    f"| {r['minflt']:,} | {r['minflt'] / max(r['wall_s'], 1e-9):,.0f} | {r['max_rss_mb']:,.0f} | {eps} |")
+        rows.append([name, f"{r['wall_s']:.1f}", f"{r['user_s']:.1f}",
+                     f"{r['sys_s']:.1f} ({100 * r['sys_s'] / max(cpu, 1e-9):.0f} %)", f"{r['minflt']:,}",
+                     f"{r['minflt'] / max(r['wall_s'], 1e-9):,.0f}", f"{r['max_rss_mb']:,.0f}",
+                     f"{r['examples_per_s']:.1f}" if r["examples_per_s"] else "-"])
     print(f"command: {' '.join(cmd)}\n")
-    print("| allocator | wall s | user s | system s (share) | minor faults | faults / s | peak RSS MB | ex/s (median) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"command": cmd, "results": results}, f, indent=1)
-
+    print(markdown_table(["allocator", "wall s", "user s", "system s (share)", "minor faults", "faults / s",
+                          "peak RSS MB", "ex/s (median)"], rows, right=[False] + [True] * 7))
+    write_json(args.json, {"command": cmd, "results": results})
 
 if __name__ == "__main__":
     main()
