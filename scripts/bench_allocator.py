@@ -148,5 +148,6 @@ def main(argv=None):
                           "peak RSS MB", "ex/s (median)"], rows, right=[False] + [True] * 7))
     write_json(args.json, {"command": cmd, "results": results})
 
+
 if __name__ == "__main__":
     main()
