@@ -149,3 +149,46 @@ def test_bench_allocator_reports_the_childs_own_faults_and_peak_memory(tmp_path,
         {"kind": "train", "examples_per_s": 10.0}, {"kind": "train", "examples_per_s": 30.0},
         {"kind": "train", "examples_per_s": 20.0}]))
     assert bench_allocator.median_examples_per_s(str(tmp_path)) == 20.0
+
+
+def test_tune_lr_choice_grid_extension_and_names():
+    from helpers import import_script
+
+    mod = import_script("tune_lr")
+    assert mod.choose({1.0: 0.5, 2.0: 0.7, 4.0: 0.7}) == 2.0  # a tie goes to the smaller factor
+    assert mod.next_factor({1.0: 0.5, 2.0: 0.7, 4.0: 0.6}) is None  # an interior optimum: the grid is enough
+    assert mod.next_factor({1.0: 0.5, 2.0: 0.6, 4.0: 0.7}) == 8.0  # the top edge: double past it
+    assert mod.next_factor({1.0: 0.9, 2.0: 0.6}) == 0.5  # the bottom edge: halve past it
+    assert mod.name_of("configs/x.py:hill --config.method.variant=splc") == "x_hill_variant=splc"
+    assert mod.split_spec("configs/x.py:hill --config.method.variant=splc") == (
+        "configs/x.py:hill", ["--config.method.variant=splc"])
+    with pytest.raises(SystemExit):
+        mod.split_spec("configs/x.py:hill --bogus")
+    assert mod.base_lr("configs/tiles_voc_lt.py:comic", []) == pytest.approx(0.05 / 20)  # the recipe's, per loss
+    assert mod.base_lr("configs/tiles_voc_lt.py:bce", ["--config.optimizer.lr=0.3"]) == 0.3
+
+
+@pytest.mark.slow  # ~1 min: five short runs through the CLI
+def test_tune_lr_selects_on_val_then_reports_test_seeds(tmp_path):
+    import json
+
+    from helpers import import_script
+
+    tiny = "tests/configs/tiny_synthetic.py"
+    import_script("tune_lr").main(["--configs", tiny, "--factors", "1", "4", "--extend", "1", "--seeds", "0", "1",
+                                   "--workdir", str(tmp_path)])
+    result = json.loads((tmp_path / "tune_lr.json").read_text())["configs"]["tiny_synthetic"]
+    val = {float(f): v for f, v in result["val_mAP"].items()}
+    tried = sorted(val)
+    assert tried in ([1.0, 4.0], [0.5, 1.0, 4.0], [1.0, 4.0, 8.0])  # grown past the edge the choice sat on
+    assert result["chosen_factor"] == max(tried, key=lambda f: (val[f], -f))
+    for f in tried:  # selection runs: trained without the carved val split, scored on it
+        run = tmp_path / "tune" / "tiny_synthetic" / f"x{f:g}"
+        assert json.loads((run / "eval.json").read_text())["split"] == "val"
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["data"]["val_from_train"] == 0.2 and cfg["optimizer"]["lr"] == pytest.approx(
+            result["base_lr"] * f)
+    seeds = [json.loads((tmp_path / "tiny_synthetic" / f"x{result['chosen_factor']:g}" / f"seed_{s}" / "eval.json")
+                        .read_text()) for s in (0, 1)]
+    assert [r["split"] for r in seeds] == ["test", "test"]
+    assert result["test"]["mAP"]["values"] == [r["mAP"] for r in seeds]
