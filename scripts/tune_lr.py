@@ -20,6 +20,14 @@ then takes a smaller effective step).  This script gives every method the same s
 2. **Report.**  The seeds (``--seeds``), trained on the whole training split and scored on ``eval.split``
    (test), at the chosen rate: ``WORKDIR/<name>/x<f>/seed_<S>``.
 
+``--select test_half`` is the protocol for a dataset whose training split is too small to spare a useful
+validation split (tiles_voc_lt: 1,107 training images, so a 20 % carve leaves about one positive per tail
+class, and one image decides a tail class's validation AP).  Every factor of the grid then runs every seed on
+the whole training split, scored on the test split; the test examples are cut in two halves by the same
+multi-label stratified split (seeded by ``--half-seed``; ``ltjax/data/stratify.py``); the factor is chosen on
+the first half (the mean over seeds of its mAP) and the table reports the second half, which played no part
+in the choice (plus the whole test split, for reference).  The grid grows past an edge as above.
+
 A finished run is read back and an interrupted one resumes, so the command can be re-run.  ``--jobs N`` runs N
 at a time.  A config spec may carry its own overrides: ``"configs/x.py:hill --config.method.variant=splc"``.
 Output: WORKDIR/tune_lr.md and WORKDIR/tune_lr.json: per config the validation mAP at each factor, the chosen
@@ -32,6 +40,8 @@ import concurrent.futures
 import os
 import re
 import shlex
+
+import numpy as np
 
 from seed_runs import format_cell, parse_run_args, train_and_read_eval, write_table
 
@@ -95,6 +105,10 @@ def main(argv=None):
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="data.val_from_train of the selection runs (default 0.2); 0: the dataset's own val split")
     p.add_argument("--tune-seed", type=int, default=0, help="config.seed of the selection runs (default 0)")
+    p.add_argument("--select", choices=["val", "test_half"], default="val",
+                   help="choose on a validation split (default), or on one half of the test split and report "
+                        "the other half (module docstring)")
+    p.add_argument("--half-seed", type=int, default=0, help="seed of the test split's halves (--select test_half)")
     args, overrides = parse_run_args(p, argv)
     if any(f <= 0 for f in args.factors):
         p.error("--factors must be positive")
@@ -120,6 +134,8 @@ def main(argv=None):
         return train_and_read_eval(config, workdir, seed, [*extra, *overrides, f"--config.optimizer.lr={lr * factor!r}",
                                                            *(val_overrides if tune else [])])
 
+    if args.select == "test_half":
+        return _main_test_half(args, specs, run, summarize_runs, overrides)
     val_maps: dict[str, dict[float, float]] = {spec: {} for spec in specs}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         todo = [(spec, float(f)) for spec in specs for f in args.factors]
@@ -139,16 +155,16 @@ def main(argv=None):
     head = ["config", *[f"val x{factor_text(f)}" for f in all_factors], "chosen lr", "test mAP", "head", "medium",
             "tail"]
     lines = [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
-    payload = {"factors": all_factors, "val_fraction": args.val_fraction, "tune_seed": args.tune_seed,
-               "seeds": args.seeds, "overrides": overrides, "configs": {}}
+    payload = {"select": "val", "factors": all_factors, "val_fraction": args.val_fraction,
+               "tune_seed": args.tune_seed, "seeds": args.seeds, "overrides": overrides, "configs": {}}
     for spec, (name, _, _, lr) in specs.items():
         summary = summarize_runs([reports[(spec, s)] for s in args.seeds])
         f = chosen[spec]
-        at_edge = f in (min(val_maps[spec]), max(val_maps[spec])) and len(val_maps[spec]) > 1
+        at_edge = _at_edge(f, val_maps[spec])
         cells = [f"{100 * val_maps[spec][g]:.2f}" if g in val_maps[spec] else "" for g in all_factors]
         groups = summary["group_mAP"]
         lines.append("| " + " | ".join([
-            name, *cells, f"{lr * f:.4g} (x{factor_text(f)}{', grid edge' if at_edge else ''})",
+            name, *cells, _lr_cell(lr, f, at_edge),
             format_cell(summary["mAP"]), *(format_cell(groups.get(g)) for g in ("head", "medium", "tail"))]) + " |")
         payload["configs"][name] = {"spec": spec, "base_lr": lr, "val_mAP": {factor_text(g): v for g, v in
                                                                             sorted(val_maps[spec].items())},
@@ -157,6 +173,96 @@ def main(argv=None):
     table = (f"Learning rate chosen on the validation split (val_from_train {args.val_fraction}, seed "
              f"{args.tune_seed}; validation mAP, percent), then test mAP over seeds {args.seeds} at that rate.\n\n"
              + "\n".join(lines))
+    write_table(args.workdir, "tune_lr", table, payload)
+
+
+def _at_edge(f: float, maps: dict[float, float]) -> bool:
+    return len(maps) > 1 and f in (min(maps), max(maps))
+
+
+def _lr_cell(lr: float, f: float, at_edge: bool) -> str:
+    return f"{lr * f:.4g} (x{factor_text(f)}{', grid edge' if at_edge else ''})"
+
+
+def test_halves(labels, seed: int) -> tuple:
+    """(selection rows, report rows) of the test split: a seeded multi-label stratified cut in two halves."""
+    from ltjax.data.stratify import stratified_split
+
+    return stratified_split(labels, 0.5, seed, field="--half-seed")
+
+
+def half_means(run, rows, groups) -> dict[str, float]:
+    """mAP total / per group of one run (an ``ltjax.compare.Run``) on the test examples ``rows``."""
+    from ltjax.compare import _means, class_ap
+
+    values = _means(class_ap(run.scores[rows], run.labels[rows]), groups)
+    return {g: float(v) for g, v in zip(groups, values)}
+
+
+def _stat(values):
+    import statistics
+
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "values": list(values)}
+
+
+def _main_test_half(args, specs, run, summarize_runs, overrides):
+    from ltjax.compare import check_same_test_set, groups_of, load_method
+
+    loaded: dict[tuple[str, float], object] = {}  # (spec, factor) -> ltjax.compare.Method over the seeds
+    halves = None
+    sel: dict[str, dict[float, float]] = {spec: {} for spec in specs}
+    per_half: dict[tuple[str, float], list[dict]] = {}  # (spec, factor) -> per seed {"sel": ..., "rep": ...}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        todo = [(spec, float(f)) for spec in specs for f in args.factors]
+        for _round in range(args.extend + 1):
+            futures = {(spec, f, s): pool.submit(run, spec, f, s, False) for spec, f in todo for s in args.seeds}
+            for fut in futures.values():
+                fut.result()
+            for spec, f in todo:
+                name = specs[spec][0]
+                method = load_method(os.path.join(args.workdir, name, f"x{factor_text(f)}"), name)
+                method.runs = [r for r in method.runs if os.path.basename(r.path) in
+                               {f"seed_{s}" for s in args.seeds}]
+                first = next(iter(loaded.values())).runs[0] if loaded else method.runs[0]
+                check_same_test_set([type(method)("first", [first]), method])
+                if halves is None:
+                    halves = test_halves(first.labels, args.half_seed)
+                loaded[(spec, f)] = method
+                groups = groups_of(method.runs[0].report)
+                per_half[(spec, f)] = [{"sel": half_means(r, halves[0], groups), "rep": half_means(r, halves[1], groups)}
+                                       for r in method.runs]
+                sel[spec][f] = float(np.mean([h["sel"]["total"] for h in per_half[(spec, f)]]))
+            todo = [(spec, nf) for spec in specs if (nf := next_factor(sel[spec])) is not None and nf not in sel[spec]]
+            if not todo:
+                break
+
+    chosen = {spec: choose(sel[spec]) for spec in specs}
+    all_factors = sorted({f for m in sel.values() for f in m})
+    head = ["config", *[f"sel. half x{factor_text(f)}" for f in all_factors], "chosen lr", "report half mAP",
+            "head", "medium", "tail", "whole test mAP", "whole test, x1"]
+    lines = [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
+    payload = {"select": "test_half", "half_seed": args.half_seed, "halves": [len(halves[0]), len(halves[1])],
+               "factors": all_factors, "seeds": args.seeds, "overrides": overrides, "configs": {}}
+    for spec, (name, _, _, lr) in specs.items():
+        f = chosen[spec]
+        at_edge = _at_edge(f, sel[spec])
+        rep = {g: _stat([h["rep"][g] for h in per_half[(spec, f)]]) for g in per_half[(spec, f)][0]["rep"]}
+        whole = summarize_runs([r.report for r in loaded[(spec, f)].runs])
+        whole1 = summarize_runs([r.report for r in loaded[(spec, 1.0)].runs]) if (spec, 1.0) in loaded else None
+        cells = [f"{100 * sel[spec][g]:.2f}" if g in sel[spec] else "" for g in all_factors]
+        lines.append("| " + " | ".join([
+            name, *cells, _lr_cell(lr, f, at_edge), format_cell(rep["total"]),
+            *(format_cell(rep.get(g)) for g in ("head", "medium", "tail")), format_cell(whole["mAP"]),
+            format_cell(whole1["mAP"]) if whole1 else ""]) + " |")
+        payload["configs"][name] = {
+            "spec": spec, "base_lr": lr, "selection_half_mAP": {factor_text(g): v for g, v in sorted(sel[spec].items())},
+            "chosen_factor": f, "chosen_lr": lr * f, "chosen_at_grid_edge": at_edge, "report_half": rep,
+            "whole_test": whole, "whole_test_x1": whole1}
+    table = (f"Learning rate chosen on one half of the test split (mean mAP over seeds {args.seeds}, percent; "
+             f"halves of {len(halves[0])} / {len(halves[1])} examples, multi-label stratified, seed "
+             f"{args.half_seed}); reported on the other half (mean ± std over the seeds) and, for reference, on the "
+             f"whole test split.\n\n" + "\n".join(lines))
     write_table(args.workdir, "tune_lr", table, payload)
 
 

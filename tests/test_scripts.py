@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from helpers import REPO
@@ -192,3 +193,45 @@ def test_tune_lr_selects_on_val_then_reports_test_seeds(tmp_path):
                         .read_text()) for s in (0, 1)]
     assert [r["split"] for r in seeds] == ["test", "test"]
     assert result["test"]["mAP"]["values"] == [r["mAP"] for r in seeds]
+
+
+def _numpy_ap(scores, labels):
+    """AP of one class written out: the mean over its positives of the precision at that positive's rank."""
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order] > 0
+    if not hits.any():
+        return np.nan
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+@pytest.mark.slow  # ~1 min: six short runs through the CLI
+def test_tune_lr_test_half_chooses_on_one_half_and_reports_the_other(tmp_path):
+    import json
+
+    from helpers import import_script
+
+    mod = import_script("tune_lr")
+    tiny = "tests/configs/tiny_synthetic.py"
+    mod.main(["--configs", tiny, "--factors", "1", "4", "--extend", "1", "--seeds", "0", "1", "--select", "test_half",
+              "--workdir", str(tmp_path)])
+    result = json.loads((tmp_path / "tune_lr.json").read_text())
+    cfg = result["configs"]["tiny_synthetic"]
+    z = np.load(tmp_path / "tiny_synthetic" / "x1" / "seed_0" / "scores.npz")
+    sel_rows, rep_rows = mod.test_halves(z["labels"], 0)
+    assert not set(sel_rows) & set(rep_rows) and len(sel_rows) + len(rep_rows) == len(z["labels"])
+    assert result["halves"] == [len(sel_rows), len(rep_rows)]
+
+    def half_map(factor, seed, rows):
+        with np.load(tmp_path / "tiny_synthetic" / f"x{factor:g}" / f"seed_{seed}" / "scores.npz") as r:
+            s, y = r["scores"][rows], r["labels"][rows]
+        return np.nanmean([_numpy_ap(s[:, c], y[:, c]) for c in range(y.shape[1])])
+
+    sel = {float(f): v for f, v in cfg["selection_half_mAP"].items()}
+    for f, v in sel.items():  # the selection statistic: the seeds' mean mAP on the first half
+        assert v == pytest.approx(np.mean([half_map(f, s, sel_rows) for s in (0, 1)]), abs=1e-5)
+    assert cfg["chosen_factor"] == max(sel, key=lambda f: (sel[f], -f))
+    f = cfg["chosen_factor"]
+    assert cfg["report_half"]["total"]["values"] == pytest.approx([half_map(f, s, rep_rows) for s in (0, 1)], abs=1e-5)
+    assert all(json.loads((tmp_path / "tiny_synthetic" / f"x{g:g}" / f"seed_{s}" / "eval.json").read_text())["split"]
+               == "test" for g in sel for s in (0, 1))
