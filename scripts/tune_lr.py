@@ -30,7 +30,7 @@ in the choice (plus the whole test split, for reference).  The grid grows past a
 
 A finished run is read back and an interrupted one resumes, so the command can be re-run.  ``--jobs N`` runs N
 at a time.  A config spec may carry its own overrides: ``"configs/x.py:hill --config.method.variant=splc"``.
-Output: WORKDIR/tune_lr.md and WORKDIR/tune_lr.json: per config the validation mAP at each factor, the chosen
+Output: WORKDIR/tune_lr.md and WORKDIR/tune_lr.json (``--table`` names them): per config the validation mAP at each factor, the chosen
 factor and lr, and the test mAP total / head / medium / tail as mean ± sample std over the seeds.
 """
 from __future__ import annotations
@@ -109,6 +109,9 @@ def main(argv=None):
                    help="choose on a validation split (default), or on one half of the test split and report "
                         "the other half (module docstring)")
     p.add_argument("--half-seed", type=int, default=0, help="seed of the test split's halves (--select test_half)")
+    p.add_argument("--table", default="tune_lr",
+                   help="output stem: WORKDIR/TABLE.md and .json (default tune_lr), so that invocations with other "
+                        "grids can share one WORKDIR's runs")
     args, overrides = parse_run_args(p, argv)
     if any(f <= 0 for f in args.factors):
         p.error("--factors must be positive")
@@ -173,7 +176,7 @@ def main(argv=None):
     table = (f"Learning rate chosen on the validation split (val_from_train {args.val_fraction}, seed "
              f"{args.tune_seed}; validation mAP, percent), then test mAP over seeds {args.seeds} at that rate.\n\n"
              + "\n".join(lines))
-    write_table(args.workdir, "tune_lr", table, payload)
+    write_table(args.workdir, args.table, table, payload)
 
 
 def _at_edge(f: float, maps: dict[float, float]) -> bool:
@@ -263,7 +266,7 @@ def _main_test_half(args, specs, run, summarize_runs, overrides):
              f"halves of {len(halves[0])} / {len(halves[1])} examples, multi-label stratified, seed "
              f"{args.half_seed}); reported on the other half (mean ± std over the seeds) and, for reference, on the "
              f"whole test split.\n\n" + "\n".join(lines))
-    write_table(args.workdir, "tune_lr", table, payload)
+    write_table(args.workdir, args.table, table, payload)
 
 
 if __name__ == "__main__":
