@@ -139,17 +139,12 @@ def main(argv=None):
 
     if args.select == "test_half":
         return _main_test_half(args, specs, run, summarize_runs, overrides)
-    val_maps: dict[str, dict[float, float]] = {spec: {} for spec in specs}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        todo = [(spec, float(f)) for spec in specs for f in args.factors]
-        for _round in range(args.extend + 1):
-            futures = {(spec, f): pool.submit(run, spec, f, args.tune_seed, True) for spec, f in todo}
-            for (spec, f), fut in futures.items():
-                val_maps[spec][f] = float(fut.result()["mAP"])
-            todo = [(spec, nf) for spec in specs if (nf := next_factor(val_maps[spec])) is not None
-                    and nf not in val_maps[spec]]
-            if not todo:
-                break
+        def score(todo):  # one selection run per (config, factor), scored on the validation split
+            futures = {key: pool.submit(run, key[0], key[1], args.tune_seed, True) for key in todo}
+            return {key: float(fut.result()["mAP"]) for key, fut in futures.items()}
+
+        val_maps = search(specs, args.factors, args.extend, score)
         chosen = {spec: choose(val_maps[spec]) for spec in specs}
         finals = {(spec, s): pool.submit(run, spec, chosen[spec], s, False) for spec in specs for s in args.seeds}
         reports = {key: fut.result() for key, fut in finals.items()}
@@ -179,6 +174,20 @@ def main(argv=None):
     write_table(args.workdir, args.table, table, payload)
 
 
+def search(specs, factors, extend: int, score) -> dict[str, dict[float, float]]:
+    """{spec: {factor: score}} over the grid ``factors``, grown past the edge each spec's choice sits on up to
+    ``extend`` times; ``score([(spec, factor), ...])`` runs and scores one round."""
+    maps: dict[str, dict[float, float]] = {spec: {} for spec in specs}
+    todo = [(spec, float(f)) for spec in specs for f in factors]
+    for _round in range(extend + 1):
+        for (spec, f), value in score(todo).items():
+            maps[spec][f] = value
+        todo = [(spec, nf) for spec in specs if (nf := next_factor(maps[spec])) is not None and nf not in maps[spec]]
+        if not todo:
+            break
+    return maps
+
+
 def _at_edge(f: float, maps: dict[float, float]) -> bool:
     return len(maps) > 1 and f in (min(maps), max(maps))
 
@@ -202,43 +211,36 @@ def half_means(run, rows, groups) -> dict[str, float]:
     return {g: float(v) for g, v in zip(groups, values)}
 
 
-def _stat(values):
-    import statistics
-
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "values": list(values)}
-
-
 def _main_test_half(args, specs, run, summarize_runs, overrides):
     from ltjax.compare import check_same_test_set, groups_of, load_method
+    from ltjax.report import _stat
 
     loaded: dict[tuple[str, float], object] = {}  # (spec, factor) -> ltjax.compare.Method over the seeds
-    halves = None
-    sel: dict[str, dict[float, float]] = {spec: {} for spec in specs}
     per_half: dict[tuple[str, float], list[dict]] = {}  # (spec, factor) -> per seed {"sel": ..., "rep": ...}
+    halves = None
+    seed_dirs = {f"seed_{s}" for s in args.seeds}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        todo = [(spec, float(f)) for spec in specs for f in args.factors]
-        for _round in range(args.extend + 1):
-            futures = {(spec, f, s): pool.submit(run, spec, f, s, False) for spec, f in todo for s in args.seeds}
-            for fut in futures.values():
+        def score(todo):  # every seed of each (config, factor) on the test split; the selection half's mean mAP
+            nonlocal halves
+            futures = [pool.submit(run, spec, f, s, False) for spec, f in todo for s in args.seeds]
+            for fut in futures:
                 fut.result()
+            out = {}
             for spec, f in todo:
                 name = specs[spec][0]
                 method = load_method(os.path.join(args.workdir, name, f"x{factor_text(f)}"), name)
-                method.runs = [r for r in method.runs if os.path.basename(r.path) in
-                               {f"seed_{s}" for s in args.seeds}]
-                first = next(iter(loaded.values())).runs[0] if loaded else method.runs[0]
-                check_same_test_set([type(method)("first", [first]), method])
-                if halves is None:
-                    halves = test_halves(first.labels, args.half_seed)
+                method.runs = [r for r in method.runs if os.path.basename(r.path) in seed_dirs]
                 loaded[(spec, f)] = method
+                check_same_test_set([next(iter(loaded.values())), method])  # the first one loaded, and this
+                if halves is None:
+                    halves = test_halves(method.runs[0].labels, args.half_seed)
                 groups = groups_of(method.runs[0].report)
                 per_half[(spec, f)] = [{"sel": half_means(r, halves[0], groups), "rep": half_means(r, halves[1], groups)}
                                        for r in method.runs]
-                sel[spec][f] = float(np.mean([h["sel"]["total"] for h in per_half[(spec, f)]]))
-            todo = [(spec, nf) for spec in specs if (nf := next_factor(sel[spec])) is not None and nf not in sel[spec]]
-            if not todo:
-                break
+                out[(spec, f)] = float(np.mean([h["sel"]["total"] for h in per_half[(spec, f)]]))
+            return out
+
+        sel = search(specs, args.factors, args.extend, score)
 
     chosen = {spec: choose(sel[spec]) for spec in specs}
     all_factors = sorted({f for m in sel.values() for f in m})
@@ -250,7 +252,7 @@ def _main_test_half(args, specs, run, summarize_runs, overrides):
     for spec, (name, _, _, lr) in specs.items():
         f = chosen[spec]
         at_edge = _at_edge(f, sel[spec])
-        rep = {g: _stat([h["rep"][g] for h in per_half[(spec, f)]]) for g in per_half[(spec, f)][0]["rep"]}
+        rep = {g: _stat([h["rep"][g] for h in per_half[(spec, f)]], g) for g in per_half[(spec, f)][0]["rep"]}
         whole = summarize_runs([r.report for r in loaded[(spec, f)].runs])
         whole1 = summarize_runs([r.report for r in loaded[(spec, 1.0)].runs]) if (spec, 1.0) in loaded else None
         cells = [f"{100 * sel[spec][g]:.2f}" if g in sel[spec] else "" for g in all_factors]
