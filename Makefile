@@ -21,9 +21,11 @@ demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	$(PY) -m ltjax.train --config configs/bce_yeast.py --workdir $(DEMO_DIR)
 
-# The test suite (slow tests excluded; `make test-slow` runs them).
+# The test suite (slow tests excluded; `make test-slow` runs them), in TEST_WORKERS pytest-xdist processes
+# (each with its own 8 fake CPU devices; 2 suits a 2-core machine, more need ~2 GiB of memory each).
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" --durations=20
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" --durations=20
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
