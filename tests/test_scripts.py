@@ -235,3 +235,32 @@ def test_tune_lr_test_half_chooses_on_one_half_and_reports_the_other(tmp_path):
     assert cfg["report_half"]["total"]["values"] == pytest.approx([half_map(f, s, rep_rows) for s in (0, 1)], abs=1e-5)
     assert all(json.loads((tmp_path / "tiny_synthetic" / f"x{g:g}" / f"seed_{s}" / "eval.json").read_text())["split"]
                == "test" for g in sel for s in (0, 1))
+
+
+def test_probe_httn_class_means_and_a_run_whose_own_scores_match_its_evaluation(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import probe_httn
+    from helpers import small_synthetic_config
+    from ltjax.methods import METHODS
+    from ltjax.training import loop
+
+    # class means by hand: unit vectors e0, e1 and (e0 + e1) / sqrt 2 as documents of labels 0 / 1 / both
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]) / np.array([[1.0], [1.0], [np.sqrt(2)]])
+    labels = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    mean0 = (emb[0] + emb[2]) / 2
+    got = probe_httn.class_mean_scores(emb, labels, np.array([[0.6, 0.8]]))
+    np.testing.assert_allclose(got[0, 0], np.dot([0.6, 0.8], mean0 / np.linalg.norm(mean0)))
+    assert probe_httn.group_map(np.array([[0.9], [0.1], [0.5]]), np.array([[1.0], [0.0], [1.0]]), [0]) == (100.0, 1)
+
+    c = small_synthetic_config(**{"train.num_epochs": 1, "mesh.data": 1})
+    c.method = METHODS.get("httn").defaults()
+    c.method.l_tail, c.method.rounds, c.method.shots = 4, 3, 2
+    result = loop.train_and_evaluate(c, str(tmp_path))
+    r = probe_httn.probe(str(tmp_path))
+    tail = set(result["method_summary"]["tail_labels"])
+    aps = {g: [x["ap"] for x in result["per_class"] if (int(x["index"]) in tail) == (g == "tail") and x["ap"] is not None]
+           for g in ("tail", "head")}
+    for g in ("tail", "head"):  # the run's own scores give the evaluation's APs
+        assert r[g]["labels"] == len(aps[g])
+        np.testing.assert_allclose(r[g]["run"], 100 * np.mean(aps[g]), atol=1e-3)
+        assert 0 <= r[g]["class_means"] <= 100 and 0 <= r[g]["linear_probe"] <= 100
