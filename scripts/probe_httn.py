@@ -31,20 +31,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 def embeddings(exp, state, split: str) -> np.ndarray:
     """The unit embeddings r^ [N, d] of every example of ``split`` (HTTN's ``outputs["embedding"]``)."""
-    import jax
     import jax.numpy as jnp
 
-    from ltjax.training.feed import gather_valid
-    from ltjax.training.step import make_collect_step
-
-    collect = make_collect_step(exp.model, lambda out, b: {"e": out["embedding"].astype(jnp.float32)}, exp.dtype)
-    fn = jax.jit(lambda p, bs, batch: collect(p, bs, exp.feed.eval_inputs(batch), batch),
-                 out_shardings=exp.batch_sharding)
-    outs, valid = [], []
-    for batch in exp.feed.eval_batches(split):
-        outs.append(fn(state.params, state.batch_stats, batch))
-        valid.append(batch["valid"])
-    return np.asarray(gather_valid(outs, valid)["e"], np.float64)
+    out = exp.collect(state, split, lambda outputs, batch: {"e": outputs["embedding"].astype(jnp.float32)})
+    return np.asarray(out["e"], np.float64)
 
 
 def class_mean_scores(train_emb, train_labels, test_emb) -> np.ndarray:

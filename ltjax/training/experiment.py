@@ -283,6 +283,18 @@ class Experiment:
             )
         return self._steps[index]
 
+    def collect(self, state: TrainState, split_name: str, collect) -> dict:
+        """``collect(outputs, batch)`` (per-example arrays) over the whole split in order, gathered on the host
+        (a pass's collect step; also ``scripts/probe_httn.py``'s embeddings)."""
+        step = make_collect_step(self.model, collect, self.dtype)
+        fn = jax.jit(lambda p, bs, batch: step(p, bs, self.feed.eval_inputs(batch), batch),
+                     out_shardings=self.batch_sharding)
+        outs, valid = [], []
+        for batch in self.feed.eval_batches(split_name):
+            outs.append(fn(state.params, state.batch_stats, batch))
+            valid.append(batch["valid"])
+        return gather_valid(outs, valid)
+
     def run_pass(self, index: int, state: TrainState) -> tuple[TrainState, dict]:
         """Phase ``index`` (a pass): collect over its split, then its host ``finish``; returns the new state
         (step counter advanced by one) and the info for the log."""
@@ -292,16 +304,8 @@ class Experiment:
         gathered = {}
         labels = None
         if spec.collect is not None:
-            split = self.dataset.split(spec.split)
-            labels = np.asarray(split.labels)
-            collect = make_collect_step(self.model, spec.collect, self.dtype)
-            fn = jax.jit(lambda p, bs, batch: collect(p, bs, self.feed.eval_inputs(batch), batch),
-                         out_shardings=self.batch_sharding)
-            outs, valid = [], []
-            for batch in self.feed.eval_batches(spec.split):
-                outs.append(fn(state.params, state.batch_stats, batch))
-                valid.append(batch["valid"])
-            gathered = gather_valid(outs, valid)
+            labels = np.asarray(self.dataset.split(spec.split).labels)
+            gathered = self.collect(state, spec.split, spec.collect)
         elif spec.reduce is not None:
             split = self.dataset.split(spec.split)
             labels = np.asarray(split.labels)
